@@ -1,0 +1,84 @@
+package keyregistry
+
+import (
+	"errors"
+	"testing"
+	"time"
+)
+
+type fakeClock struct{ t time.Time }
+
+func (c *fakeClock) now() time.Time          { return c.t }
+func (c *fakeClock) advance(d time.Duration) { c.t = c.t.Add(d) }
+
+func newTestClock() *fakeClock { return &fakeClock{t: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)} }
+
+func TestNonceIsSingleUseAndBoundToConnection(t *testing.T) {
+	clk := newTestClock()
+	s := newNonceStore(clk.now, 30*time.Second, 100, 4)
+	n, exp, err := s.issue("conn-a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !exp.Equal(clk.t.Add(30 * time.Second)) {
+		t.Fatalf("expiry %v", exp)
+	}
+	if err := s.consume("conn-b", n); !errors.Is(err, ErrNonceOtherConn) {
+		t.Fatalf("other connection: got %v", err)
+	}
+	if err := s.consume("conn-a", n); err != nil {
+		t.Fatalf("rightful use after a foreign attempt: %v", err)
+	}
+	if err := s.consume("conn-a", n); !errors.Is(err, ErrNonceReplayed) {
+		t.Fatalf("second use: got %v", err)
+	}
+	var never Nonce
+	if err := s.consume("conn-a", never); !errors.Is(err, ErrNonceUnknown) {
+		t.Fatalf("never issued: got %v", err)
+	}
+}
+
+func TestNonceExpiresAndCannotBeRetried(t *testing.T) {
+	clk := newTestClock()
+	s := newNonceStore(clk.now, 30*time.Second, 100, 4)
+	n, _, _ := s.issue("c")
+	clk.advance(30 * time.Second)
+	if err := s.consume("c", n); !errors.Is(err, ErrNonceExpired) {
+		t.Fatalf("at expiry: got %v", err)
+	}
+	if err := s.consume("c", n); !errors.Is(err, ErrNonceReplayed) {
+		t.Fatalf("after a refused expired use: got %v", err)
+	}
+}
+
+func TestNonceStoreIsBounded(t *testing.T) {
+	clk := newTestClock()
+	s := newNonceStore(clk.now, time.Second, 3, 2)
+	first, _, _ := s.issue("c")
+	s.issue("c")
+	s.issue("c") // evicts first: a connection holds at most 2 live nonces
+	if err := s.consume("c", first); !errors.Is(err, ErrNonceUnknown) {
+		t.Fatalf("evicted nonce: got %v", err)
+	}
+	s.issue("d")
+	if _, _, err := s.issue("e"); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("store full: got %v", err)
+	}
+	clk.advance(time.Hour) // past expiry and tombstone keep: swept on demand
+	if _, _, err := s.issue("e"); err != nil {
+		t.Fatalf("after sweep: %v", err)
+	}
+	if s.len() != 1 {
+		t.Fatalf("len after sweep = %d, want 1", s.len())
+	}
+}
+
+func TestNonceDropConnKillsLiveNonces(t *testing.T) {
+	clk := newTestClock()
+	s := newNonceStore(clk.now, time.Minute, 10, 4)
+	n, _, _ := s.issue("c")
+	s.dropConn("c")
+	if err := s.consume("c", n); !errors.Is(err, ErrNonceReplayed) {
+		t.Fatalf("after connection closed: got %v", err)
+	}
+}
