@@ -1,0 +1,304 @@
+package relay
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
+
+	"github.com/iagon/gridchat/wire"
+)
+
+// DeliverProtocol is the libp2p stream protocol that carries envelopes to the gateway a device is connected to.
+const DeliverProtocol = protocol.ID("/gridchat/deliver/1.0.0")
+
+// Outcome is the result of delivering one envelope to one device.
+type Outcome struct {
+	Status string    // wire.StatusDelivered, wire.StatusOffline or wire.StatusFailed
+	Code   wire.Code // with wire.StatusFailed
+	Reason string    // with wire.StatusFailed: one of the wire.Fail* names
+}
+
+func failed(code wire.Code, reason string) Outcome {
+	return Outcome{Status: wire.StatusFailed, Code: code, Reason: reason}
+}
+
+// Local is what relay needs from the gateway's connection manager: the devices connected to this node.
+type Local interface {
+	// Connected reports whether the device has an authenticated connection to this node.
+	Connected(device wire.DeviceID) bool
+	// Push queues env for every connection of env.Recipient without blocking and returns a channel that
+	// receives exactly one Outcome: delivered when a connection of the device acknowledges it, offline when the
+	// device has no connection here, failed otherwise (acknowledgement timeout, disconnect, overload). A
+	// duplicate of an envelope still in the device's dedupe window is not pushed again; it gets the outcome of
+	// the first.
+	Push(env wire.Envelope) <-chan Outcome
+}
+
+// errLinkClosed is the cause when a link to a peer fails or is closed.
+var errLinkClosed = errors.New("relay: deliver link closed")
+
+// link is one long-lived outbound deliver stream to a peer. Requests are pipelined: Enqueue writes them in call
+// order, a bounded window limits how many await their result, and a reader goroutine matches results by id.
+type link struct {
+	peer   peer.ID
+	s      network.Stream
+	lim    Limits
+	window chan struct{} // one token per request in flight
+	out    chan deliverReq
+	done   chan struct{} // closed when the link is dead
+	wg     sync.WaitGroup
+
+	mu      sync.Mutex
+	nextID  uint64
+	pending map[uint64]chan Outcome
+	err     error
+	last    time.Time // last activity, for idle close
+	onDead  func(*link)
+}
+
+func newLink(p peer.ID, s network.Stream, lim Limits, onDead func(*link)) *link {
+	l := &link{
+		peer: p, s: s, lim: lim,
+		window:  make(chan struct{}, lim.Window),
+		out:     make(chan deliverReq, lim.Window),
+		done:    make(chan struct{}),
+		pending: make(map[uint64]chan Outcome),
+		last:    time.Now(),
+		onDead:  onDead,
+	}
+	l.wg.Add(2)
+	go l.writeLoop()
+	go l.readLoop()
+	return l
+}
+
+// Enqueue queues env on the link, waiting for a window slot while ctx allows, and returns the channel its
+// outcome will arrive on. Envelopes enqueued by one goroutine are written in order.
+func (l *link) Enqueue(ctx context.Context, env wire.Envelope) (<-chan Outcome, error) {
+	select {
+	case l.window <- struct{}{}:
+	case <-l.done:
+		return nil, l.cause()
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	ch := make(chan Outcome, 1)
+	l.mu.Lock()
+	if l.err != nil {
+		l.mu.Unlock()
+		<-l.window
+		return nil, l.err
+	}
+	l.nextID++
+	id := l.nextID
+	l.pending[id] = ch
+	l.last = time.Now()
+	// The window bounds pending requests and out has the window's capacity, so this send never blocks while
+	// the link's mutex is held; holding it keeps ids in write order.
+	l.out <- deliverReq{id: id, env: env}
+	l.mu.Unlock()
+	return ch, nil
+}
+
+func (l *link) cause() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.err
+}
+
+// fail marks the link dead with err, resets its stream and fails every pending request.
+func (l *link) fail(err error) {
+	l.mu.Lock()
+	if l.err != nil {
+		l.mu.Unlock()
+		return
+	}
+	l.err = fmt.Errorf("%w: %v", errLinkClosed, err)
+	pending := l.pending
+	l.pending = nil
+	close(l.done)
+	l.mu.Unlock()
+	_ = l.s.Reset()
+	for _, ch := range pending {
+		ch <- failed(wire.CodeUnavailable, wire.FailUnreachable)
+	}
+	if l.onDead != nil {
+		l.onDead(l)
+	}
+}
+
+func (l *link) writeLoop() {
+	defer l.wg.Done()
+	w := bufio.NewWriterSize(l.s, 64<<10)
+	idle := time.NewTicker(l.lim.LinkIdle / 4)
+	defer idle.Stop()
+	for {
+		select {
+		case <-l.done:
+			return
+		case <-idle.C:
+			l.mu.Lock()
+			quiet := len(l.pending) == 0 && time.Since(l.last) > l.lim.LinkIdle
+			l.mu.Unlock()
+			if quiet {
+				l.fail(errors.New("idle"))
+				return
+			}
+		case r := <-l.out:
+			_ = l.s.SetWriteDeadline(time.Now().Add(l.lim.WriteTimeout))
+			err := writeDeliver(w, r)
+			// Batch whatever else is queued into the same flush.
+			for err == nil && len(l.out) > 0 {
+				err = writeDeliver(w, <-l.out)
+			}
+			if err == nil {
+				err = w.Flush()
+			}
+			if err != nil {
+				l.fail(err)
+				return
+			}
+		}
+	}
+}
+
+func (l *link) readLoop() {
+	defer l.wg.Done()
+	r := bufio.NewReaderSize(l.s, 16<<10)
+	var buf []byte
+	for {
+		// Results come back at most AckTimeout after the request plus transit; a peer silent for longer while we
+		// wait is dead. With nothing pending the deadline only bounds the idle link.
+		_ = l.s.SetReadDeadline(time.Now().Add(l.lim.AckTimeout + l.lim.LinkIdle))
+		f, err := readFrame(r, buf, resultFixed+maxReasonLen)
+		if err != nil {
+			l.fail(err)
+			return
+		}
+		buf = f
+		res, err := parseResult(f)
+		if err != nil {
+			l.fail(err)
+			return
+		}
+		l.mu.Lock()
+		ch, ok := l.pending[res.id]
+		delete(l.pending, res.id)
+		l.last = time.Now()
+		l.mu.Unlock()
+		if !ok {
+			l.fail(fmt.Errorf("result for unknown request %d", res.id))
+			return
+		}
+		<-l.window
+		ch <- res.out
+	}
+}
+
+// close stops the link and waits for its goroutines.
+func (l *link) close() {
+	l.fail(errors.New("closed"))
+	l.wg.Wait()
+}
+
+// serveDeliver handles one inbound deliver stream: it reads requests, hands each to local in order, and writes
+// every outcome back as it arrives. A peer that exceeds the window, sends a malformed frame or stays silent past
+// the idle timeout loses the stream.
+func (s *Service) serveDeliver(st network.Stream) {
+	defer s.wg.Done()
+	lim := s.lim
+	remote := st.Conn().RemotePeer()
+	results := make(chan deliverRes, lim.Window)
+	var inflight sync.WaitGroup
+	done := make(chan struct{})
+	writerDone := make(chan struct{})
+
+	go func() { // the writer: owned here, stopped by closing done after every in-flight waiter returned
+		defer close(writerDone)
+		w := bufio.NewWriterSize(st, 16<<10)
+		broken := false
+		for {
+			select {
+			case <-done:
+				return
+			case r := <-results:
+				if broken {
+					continue
+				}
+				_ = st.SetWriteDeadline(time.Now().Add(lim.WriteTimeout))
+				err := writeResult(w, r)
+				for err == nil && len(results) > 0 {
+					err = writeResult(w, <-results)
+				}
+				if err == nil {
+					err = w.Flush()
+				}
+				if err != nil {
+					broken = true
+					_ = st.Reset()
+				}
+			}
+		}
+	}()
+
+	sem := make(chan struct{}, lim.Window)
+	r := bufio.NewReaderSize(st, 64<<10)
+	var buf []byte
+	var readErr error
+	for {
+		_ = st.SetReadDeadline(time.Now().Add(lim.AckTimeout + lim.LinkIdle))
+		f, err := readFrame(r, buf, deliverFixed+lim.MaxCiphertext)
+		if err != nil {
+			readErr = err
+			break
+		}
+		buf = f
+		req, err := parseDeliver(f, lim.MaxCiphertext)
+		if err != nil {
+			readErr = err
+			break
+		}
+		select {
+		case sem <- struct{}{}:
+		default:
+			readErr = fmt.Errorf("%w: window of %d exceeded", errFrame, lim.Window)
+		}
+		if readErr != nil {
+			break
+		}
+		s.metrics.inbound.Inc()
+		ch := s.local.Push(req.env)
+		inflight.Add(1)
+		go func(id uint64) {
+			defer inflight.Done()
+			var out Outcome
+			select {
+			case out = <-ch:
+			case <-s.closing:
+				out = failed(wire.CodeUnavailable, wire.FailUnreachable)
+			}
+			// Free the window slot before the result can reach the peer, which may then send its next request.
+			<-sem
+			results <- deliverRes{id: id, out: out}
+		}(req.id)
+	}
+	if readErr != nil && !errors.Is(readErr, io.EOF) {
+		if errors.Is(readErr, errFrame) {
+			s.metrics.dropped.WithLabelValues("peer_protocol").Inc()
+			s.log.Debug("relay: deliver stream refused", "peer", remote, "err", readErr)
+			_ = st.Reset()
+		}
+	}
+	inflight.Wait()
+	close(done)
+	<-writerDone
+	_ = st.Close()
+}

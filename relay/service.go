@@ -1,0 +1,360 @@
+package relay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/peerstore"
+	ma "github.com/multiformats/go-multiaddr"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/iagon/gridchat/wire"
+)
+
+// Limits bounds the delivery service. DefaultLimits gives the documented defaults (docs/PROTOCOL.md §8).
+type Limits struct {
+	// MaxCiphertext is the largest envelope ciphertext accepted from a client or a peer.
+	MaxCiphertext int
+	// MaxRecipients is the largest recipient list of one send.
+	MaxRecipients int
+	// Window is how many envelopes may await their outcome on one deliver stream, in each direction.
+	Window int
+	// AckTimeout bounds how long a pushed envelope waits for the device's acknowledgement.
+	AckTimeout time.Duration
+	// LookupTimeout bounds one presence lookup.
+	LookupTimeout time.Duration
+	// DialTimeout bounds opening a deliver stream to a peer.
+	DialTimeout time.Duration
+	// WriteTimeout bounds one write on a deliver stream.
+	WriteTimeout time.Duration
+	// LinkIdle closes an outbound deliver stream with nothing in flight for this long; an inbound stream
+	// silent for LinkIdle+AckTimeout is cut.
+	LinkIdle time.Duration
+}
+
+// DefaultLimits returns the default delivery limits.
+func DefaultLimits() Limits {
+	return Limits{
+		MaxCiphertext: 64 << 10,
+		MaxRecipients: 256,
+		Window:        512,
+		AckTimeout:    10 * time.Second,
+		LookupTimeout: 5 * time.Second,
+		DialTimeout:   5 * time.Second,
+		WriteTimeout:  10 * time.Second,
+		LinkIdle:      2 * time.Minute,
+	}
+}
+
+func (l *Limits) fill() {
+	d := DefaultLimits()
+	if l.MaxCiphertext <= 0 {
+		l.MaxCiphertext = d.MaxCiphertext
+	}
+	if l.MaxRecipients <= 0 {
+		l.MaxRecipients = d.MaxRecipients
+	}
+	if l.Window <= 0 {
+		l.Window = d.Window
+	}
+	if l.AckTimeout <= 0 {
+		l.AckTimeout = d.AckTimeout
+	}
+	if l.LookupTimeout <= 0 {
+		l.LookupTimeout = d.LookupTimeout
+	}
+	if l.DialTimeout <= 0 {
+		l.DialTimeout = d.DialTimeout
+	}
+	if l.WriteTimeout <= 0 {
+		l.WriteTimeout = d.WriteTimeout
+	}
+	if l.LinkIdle <= 0 {
+		l.LinkIdle = d.LinkIdle
+	}
+}
+
+// Location is where a device is connected: its gateway's peer ID and addresses.
+type Location struct {
+	Gateway peer.ID
+	Addrs   []ma.Multiaddr
+}
+
+// ErrNotOnline is returned by a Locator for a device with no current online presence.
+var ErrNotOnline = errors.New("relay: device not online")
+
+// Locator finds the gateway a device is connected to (Presence implements it).
+type Locator interface {
+	Locate(ctx context.Context, device wire.DeviceID) (Location, error)
+}
+
+// Mailbox stores envelopes for devices that are not online. Put returns once the envelope is durably stored.
+type Mailbox interface {
+	Put(ctx context.Context, env wire.Envelope) error
+}
+
+// Config configures a Service.
+type Config struct {
+	Host    host.Host
+	Local   Local   // the devices connected to this node (required)
+	Locator Locator // presence lookups (required)
+	Mailbox Mailbox // nil until the mailbox service exists: offline devices then get wire.StatusOffline
+	Limits  Limits
+	// Metrics is the node's registry; nil registers nothing.
+	Metrics prometheus.Registerer
+	Logger  *slog.Logger
+}
+
+// Service delivers envelopes to devices anywhere on the grid.
+type Service struct {
+	host    host.Host
+	local   Local
+	locator Locator
+	mailbox Mailbox
+	lim     Limits
+	log     *slog.Logger
+	metrics *metrics
+
+	closing   chan struct{}
+	closeOnce sync.Once
+	wg        sync.WaitGroup
+
+	mu      sync.Mutex
+	slots   map[peer.ID]*linkSlot
+	inbound map[network.Stream]struct{}
+	closed  bool
+}
+
+type linkSlot struct {
+	mu sync.Mutex
+	l  *link
+}
+
+// New starts the delivery service and registers the deliver stream handler on cfg.Host.
+func New(cfg Config) (*Service, error) {
+	if cfg.Host == nil || cfg.Local == nil || cfg.Locator == nil {
+		return nil, errors.New("relay: new: Host, Local and Locator are required")
+	}
+	cfg.Limits.fill()
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	m, err := newMetrics(cfg.Metrics)
+	if err != nil {
+		return nil, fmt.Errorf("relay: new: %w", err)
+	}
+	s := &Service{
+		host: cfg.Host, local: cfg.Local, locator: cfg.Locator, mailbox: cfg.Mailbox, lim: cfg.Limits,
+		log: cfg.Logger, metrics: m,
+		closing: make(chan struct{}),
+		slots:   make(map[peer.ID]*linkSlot),
+		inbound: make(map[network.Stream]struct{}),
+	}
+	cfg.Host.SetStreamHandler(DeliverProtocol, s.handleStream)
+	return s, nil
+}
+
+// Limits returns the service's limits with defaults filled in.
+func (s *Service) Limits() Limits { return s.lim }
+
+func (s *Service) handleStream(st network.Stream) {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		_ = st.Reset()
+		return
+	}
+	s.inbound[st] = struct{}{}
+	s.wg.Add(1)
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.inbound, st)
+		s.mu.Unlock()
+	}()
+	s.serveDeliver(st)
+}
+
+// Close stops the service: it removes the stream handler, cuts every deliver stream and waits for its
+// goroutines. It is idempotent.
+func (s *Service) Close() error {
+	s.closeOnce.Do(func() {
+		s.host.RemoveStreamHandler(DeliverProtocol)
+		s.mu.Lock()
+		s.closed = true
+		close(s.closing)
+		slots := make([]*linkSlot, 0, len(s.slots))
+		for _, sl := range s.slots {
+			slots = append(slots, sl)
+		}
+		for st := range s.inbound {
+			_ = st.Reset()
+		}
+		s.mu.Unlock()
+		for _, sl := range slots {
+			sl.mu.Lock()
+			if sl.l != nil {
+				sl.l.close()
+			}
+			sl.mu.Unlock()
+		}
+		s.wg.Wait()
+	})
+	return nil
+}
+
+// linkTo returns a live link to p, opening a deliver stream if needed.
+func (s *Service) linkTo(ctx context.Context, loc Location) (*link, error) {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil, errors.New("relay: closed")
+	}
+	sl := s.slots[loc.Gateway]
+	if sl == nil {
+		sl = &linkSlot{}
+		s.slots[loc.Gateway] = sl
+	}
+	s.mu.Unlock()
+
+	sl.mu.Lock()
+	defer sl.mu.Unlock()
+	if sl.l != nil {
+		select {
+		case <-sl.l.done:
+			sl.l.wg.Wait()
+			sl.l = nil
+		default:
+			return sl.l, nil
+		}
+	}
+	if len(loc.Addrs) > 0 {
+		s.host.Peerstore().AddAddrs(loc.Gateway, loc.Addrs, peerstore.TempAddrTTL)
+	}
+	dctx, cancel := context.WithTimeout(ctx, s.lim.DialTimeout)
+	defer cancel()
+	st, err := s.host.NewStream(dctx, loc.Gateway, DeliverProtocol)
+	if err != nil {
+		return nil, fmt.Errorf("relay: open deliver stream to %s: %w", loc.Gateway, err)
+	}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		_ = st.Reset()
+		return nil, errors.New("relay: closed")
+	}
+	s.mu.Unlock()
+	sl.l = newLink(loc.Gateway, st, s.lim, nil)
+	return sl.l, nil
+}
+
+// Pending is a dispatched send whose per-recipient outcomes are still arriving.
+type Pending struct {
+	s       *Service
+	env     wire.Envelope
+	devices []wire.DeviceID
+	chans   []<-chan Outcome
+	fixed   []*Outcome // outcomes known at dispatch
+}
+
+// Dispatch validates a send from the sender device and queues the envelope for every recipient, in recipient
+// order, before it returns: two sends dispatched one after the other from the same goroutine reach every
+// recipient in that order. It blocks while a deliver window is full (backpressure), within ctx. The outcomes
+// are collected with Pending.Wait. A returned error is a *wire.Error for the client.
+func (s *Service) Dispatch(ctx context.Context, sender wire.DeviceID, req *wire.SendRequest) (*Pending, error) {
+	msgID, devices, err := req.Validate(s.lim.MaxCiphertext, s.lim.MaxRecipients)
+	if err != nil {
+		return nil, err
+	}
+	p := &Pending{s: s, devices: devices, chans: make([]<-chan Outcome, len(devices)), fixed: make([]*Outcome, len(devices))}
+	p.env = wire.Envelope{MessageID: msgID, Sender: sender, Ciphertext: req.Ciphertext}
+
+	// Presence lookups of remote devices run in parallel; queueing then happens in recipient order.
+	locs := make([]Location, len(devices))
+	lerrs := make([]error, len(devices))
+	var wg sync.WaitGroup
+	for i, d := range devices {
+		if s.local.Connected(d) {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			lctx, cancel := context.WithTimeout(ctx, s.lim.LookupTimeout)
+			defer cancel()
+			locs[i], lerrs[i] = s.locator.Locate(lctx, d)
+		}()
+	}
+	wg.Wait()
+
+	self := s.host.ID()
+	for i, d := range devices {
+		env := p.env
+		env.Recipient = d
+		s.metrics.sent.Inc()
+		switch {
+		case locs[i].Gateway == "" && lerrs[i] == nil, locs[i].Gateway == self:
+			p.chans[i] = s.local.Push(env)
+		case lerrs[i] != nil:
+			o := Outcome{Status: wire.StatusOffline}
+			if !errors.Is(lerrs[i], ErrNotOnline) {
+				s.log.Debug("relay: presence lookup failed", "device", fmt.Sprintf("%x", d[:8]), "err", lerrs[i])
+			}
+			p.fixed[i] = &o
+		default:
+			l, err := s.linkTo(ctx, locs[i])
+			if err == nil {
+				p.chans[i], err = l.Enqueue(ctx, env)
+			}
+			if err != nil {
+				if ctx.Err() != nil {
+					o := failed(wire.CodeUnavailable, wire.FailCancelled)
+					p.fixed[i] = &o
+				} else {
+					s.log.Debug("relay: deliver to gateway failed", "gateway", locs[i].Gateway, "err", err)
+					o := failed(wire.CodeUnavailable, wire.FailUnreachable)
+					p.fixed[i] = &o
+				}
+			}
+		}
+	}
+	return p, nil
+}
+
+// Wait collects every recipient's outcome and returns the response for the sender. Devices found offline go to
+// the mailbox; without one their status is wire.StatusOffline.
+func (p *Pending) Wait(ctx context.Context) wire.SendResponse {
+	resp := wire.SendResponse{Results: make([]wire.RecipientResult, len(p.devices))}
+	for i, d := range p.devices {
+		var o Outcome
+		if p.fixed[i] != nil {
+			o = *p.fixed[i]
+		} else {
+			select {
+			case o = <-p.chans[i]:
+			case <-ctx.Done():
+				o = failed(wire.CodeUnavailable, wire.FailCancelled)
+			}
+		}
+		if o.Status == wire.StatusOffline && p.s.mailbox != nil {
+			env := p.env
+			env.Recipient = d
+			if err := p.s.mailbox.Put(ctx, env); err != nil {
+				p.s.log.Debug("relay: mailbox put failed", "err", err)
+				o = failed(wire.CodeUnavailable, wire.FailInternal)
+			} else {
+				o = Outcome{Status: wire.StatusStored}
+			}
+		}
+		p.s.metrics.observe(o)
+		resp.Results[i] = wire.RecipientResult{DeviceID: d[:], Status: o.Status, Code: o.Code, Reason: o.Reason}
+	}
+	return resp
+}
