@@ -18,6 +18,7 @@ type Nonce [NonceSize]byte
 // reported as a replay rather than as an unknown nonce.
 type nonceEntry struct {
 	conn    string
+	grant   any // what the issuer attached (the registration's key challenge)
 	issued  time.Time
 	expires time.Time
 	used    bool
@@ -44,7 +45,7 @@ func newNonceStore(now func() time.Time, ttl time.Duration, max, perConn int) *n
 }
 
 // issue returns a fresh nonce bound to conn and its expiry.
-func (s *nonceStore) issue(conn string) (Nonce, time.Time, error) {
+func (s *nonceStore) issue(conn string, grant any) (Nonce, time.Time, error) {
 	var n Nonce
 	if _, err := rand.Read(n[:]); err != nil {
 		return n, time.Time{}, fmt.Errorf("nonce: %w", err)
@@ -64,36 +65,38 @@ func (s *nonceStore) issue(conn string) (Nonce, time.Time, error) {
 		delete(s.entries, live[0])
 		live = live[1:]
 	}
-	e := &nonceEntry{conn: conn, issued: now, expires: now.Add(s.ttl)}
+	e := &nonceEntry{conn: conn, grant: grant, issued: now, expires: now.Add(s.ttl)}
 	s.entries[n] = e
 	s.byConn[conn] = append(live, n)
 	return n, e.expires, nil
 }
 
-// consume checks that n was issued to conn, is unexpired and unused, and marks
-// it used. Whatever the outcome, a nonce presented once can never succeed
+// consume checks that n was issued to conn, is unexpired and unused, marks
+// it used, and returns what was attached to it. Whatever the outcome, a nonce presented once can never succeed
 // later except when it was refused only because it came from another
 // connection (the rightful connection may still use it).
-func (s *nonceStore) consume(conn string, n Nonce) error {
+func (s *nonceStore) consume(conn string, n Nonce) (any, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := s.now()
 	found := s.entries[n]
 	if found == nil {
-		return ErrNonceUnknown
+		return nil, ErrNonceUnknown
 	}
 	if found.conn != conn {
-		return ErrNonceOtherConn
+		return nil, ErrNonceOtherConn
 	}
 	if found.used {
-		return ErrNonceReplayed
+		return nil, ErrNonceReplayed
 	}
 	found.used = true
+	grant := found.grant
+	found.grant = nil
 	s.dropLiveLocked(conn, n)
 	if !now.Before(found.expires) {
-		return ErrNonceExpired
+		return nil, ErrNonceExpired
 	}
-	return nil
+	return grant, nil
 }
 
 // dropConn forgets the live nonces of a closed connection; tombstones stay.

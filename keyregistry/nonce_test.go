@@ -16,24 +16,24 @@ func newTestClock() *fakeClock { return &fakeClock{t: time.Date(2026, 1, 2, 3, 4
 func TestNonceIsSingleUseAndBoundToConnection(t *testing.T) {
 	clk := newTestClock()
 	s := newNonceStore(clk.now, 30*time.Second, 100, 4)
-	n, exp, err := s.issue("conn-a")
+	n, exp, err := s.issue("conn-a", 7)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !exp.Equal(clk.t.Add(30 * time.Second)) {
 		t.Fatalf("expiry %v", exp)
 	}
-	if err := s.consume("conn-b", n); !errors.Is(err, ErrNonceOtherConn) {
+	if _, err := s.consume("conn-b", n); !errors.Is(err, ErrNonceOtherConn) {
 		t.Fatalf("other connection: got %v", err)
 	}
-	if err := s.consume("conn-a", n); err != nil {
-		t.Fatalf("rightful use after a foreign attempt: %v", err)
+	if g, err := s.consume("conn-a", n); err != nil || g != 7 {
+		t.Fatalf("rightful use after a foreign attempt: %v, %v", g, err)
 	}
-	if err := s.consume("conn-a", n); !errors.Is(err, ErrNonceReplayed) {
+	if _, err := s.consume("conn-a", n); !errors.Is(err, ErrNonceReplayed) {
 		t.Fatalf("second use: got %v", err)
 	}
 	var never Nonce
-	if err := s.consume("conn-a", never); !errors.Is(err, ErrNonceUnknown) {
+	if _, err := s.consume("conn-a", never); !errors.Is(err, ErrNonceUnknown) {
 		t.Fatalf("never issued: got %v", err)
 	}
 }
@@ -41,12 +41,12 @@ func TestNonceIsSingleUseAndBoundToConnection(t *testing.T) {
 func TestNonceExpiresAndCannotBeRetried(t *testing.T) {
 	clk := newTestClock()
 	s := newNonceStore(clk.now, 30*time.Second, 100, 4)
-	n, _, _ := s.issue("c")
+	n, _, _ := s.issue("c", nil)
 	clk.advance(30 * time.Second)
-	if err := s.consume("c", n); !errors.Is(err, ErrNonceExpired) {
+	if _, err := s.consume("c", n); !errors.Is(err, ErrNonceExpired) {
 		t.Fatalf("at expiry: got %v", err)
 	}
-	if err := s.consume("c", n); !errors.Is(err, ErrNonceReplayed) {
+	if _, err := s.consume("c", n); !errors.Is(err, ErrNonceReplayed) {
 		t.Fatalf("after a refused expired use: got %v", err)
 	}
 }
@@ -54,18 +54,18 @@ func TestNonceExpiresAndCannotBeRetried(t *testing.T) {
 func TestNonceStoreIsBounded(t *testing.T) {
 	clk := newTestClock()
 	s := newNonceStore(clk.now, time.Second, 3, 2)
-	first, _, _ := s.issue("c")
-	s.issue("c")
-	s.issue("c") // evicts first: a connection holds at most 2 live nonces
-	if err := s.consume("c", first); !errors.Is(err, ErrNonceUnknown) {
+	first, _, _ := s.issue("c", nil)
+	s.issue("c", nil)
+	s.issue("c", nil) // evicts first: a connection holds at most 2 live nonces
+	if _, err := s.consume("c", first); !errors.Is(err, ErrNonceUnknown) {
 		t.Fatalf("evicted nonce: got %v", err)
 	}
-	s.issue("d")
-	if _, _, err := s.issue("e"); !errors.Is(err, ErrUnavailable) {
+	s.issue("d", nil)
+	if _, _, err := s.issue("e", nil); !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("store full: got %v", err)
 	}
 	clk.advance(time.Hour) // past expiry and tombstone keep: swept on demand
-	if _, _, err := s.issue("e"); err != nil {
+	if _, _, err := s.issue("e", nil); err != nil {
 		t.Fatalf("after sweep: %v", err)
 	}
 	if s.len() != 1 {
@@ -76,9 +76,9 @@ func TestNonceStoreIsBounded(t *testing.T) {
 func TestNonceDropConnKillsLiveNonces(t *testing.T) {
 	clk := newTestClock()
 	s := newNonceStore(clk.now, time.Minute, 10, 4)
-	n, _, _ := s.issue("c")
+	n, _, _ := s.issue("c", nil)
 	s.dropConn("c")
-	if err := s.consume("c", n); !errors.Is(err, ErrNonceReplayed) {
+	if _, err := s.consume("c", n); !errors.Is(err, ErrNonceReplayed) {
 		t.Fatalf("after connection closed: got %v", err)
 	}
 }

@@ -1,0 +1,224 @@
+package keyregistry
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	kaddht "github.com/libp2p/go-libp2p-kad-dht"
+	record "github.com/libp2p/go-libp2p-record"
+
+	"github.com/iagon/gridchat/e2ee"
+)
+
+// fetch asks the grid for key: it waits for LookupQuorum answers from
+// different peers (kad-dht keeps the best by the namespace's selector and
+// drops every answer that does not validate), opens and checks the best
+// answer again, and returns it. A lying peer's stale or altered record
+// loses to any honest peer's newer one; the cache floor (adopt) then
+// catches a grid that only serves stale records.
+func (s *Service) fetch(ctx context.Context, key string) (*held, error) {
+	ns, _, err := record.SplitKey(key)
+	if err != nil {
+		return nil, fmt.Errorf("%w: key %q", ErrMalformed, key)
+	}
+	v := s.vals[ns]
+	if v == nil {
+		return nil, fmt.Errorf("%w: namespace %q", ErrMalformed, ns)
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.lim.LookupTimeout)
+	defer cancel()
+	ch, err := s.cfg.Router.SearchValue(ctx, key, kaddht.Quorum(s.lim.LookupQuorum))
+	if err != nil {
+		return nil, fmt.Errorf("%w: search %s: %v", ErrUnavailable, key, err)
+	}
+	var best *held
+	answers := 0
+	for val := range ch {
+		answers++
+		h, err := v.open(key, val)
+		if err != nil {
+			// kad-dht validated it already; a failure here means our own
+			// checks are stricter than the DHT's, so it counts as a lie.
+			s.m.badAnswers.WithLabelValues("invalid").Inc()
+			continue
+		}
+		if best != nil {
+			if rel := relate(best, h); rel != e2ee.Extends && !(rel == e2ee.Same && betterSame(best, h)) {
+				continue
+			}
+			// An earlier, worse answer was superseded: some peer served a
+			// stale record.
+			s.m.badAnswers.WithLabelValues("superseded").Inc()
+		}
+		best = h
+	}
+	if best == nil {
+		if err := ctx.Err(); err != nil && answers == 0 && !errors.Is(err, context.DeadlineExceeded) {
+			return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
+		}
+		return nil, ErrNotFound
+	}
+	return best, nil
+}
+
+// adopt offers a verified record to the cache. The cache only moves
+// forward: a record that extends the cached chain replaces it, the same
+// chain refreshes it, and a rollback or fork is refused and counted. It
+// returns the cached (best known) record. When the account is held by this
+// node, the held copy moves forward too.
+func (s *Service) adopt(h *held, source string) *held {
+	id := h.acct.ID
+	var out *held
+	var rel e2ee.Relation
+	s.accounts.update(id, func(old *held, had bool) (*held, bool) {
+		if !had {
+			out = h
+			return h, true
+		}
+		rel = relate(old, h)
+		switch rel {
+		case e2ee.Extends:
+			out = h
+		case e2ee.Same:
+			out = old
+			if betterSame(old, h) {
+				out = h
+			}
+		default:
+			out = old
+		}
+		return out, true // also refreshes the entry's TTL
+	})
+	switch rel {
+	case e2ee.RolledBack:
+		s.m.staleRefused.WithLabelValues(source, "rollback").Inc()
+	case e2ee.Forked:
+		s.m.staleRefused.WithLabelValues(source, "fork").Inc()
+		s.log.Warn("fork refused", "account", id.String(), "source", source, "fork_at", e2ee.ForkIndex(out.chain, h.chain))
+	}
+	if out == h {
+		for _, d := range h.acct.Devices {
+			s.devices.update(d.ID, func(e2ee.AccountID, bool) (e2ee.AccountID, bool) { return id, true })
+		}
+		if h.acct.Username != "" {
+			s.names.update(h.acct.Username, func(e2ee.AccountID, bool) (e2ee.AccountID, bool) { return id, true })
+		}
+		if rel == e2ee.Extends {
+			s.advanceHeld(h)
+		}
+	}
+	return out
+}
+
+// latest returns the newest record of an account the grid and this node
+// know, asking the grid (not the cache) first.
+func (s *Service) latest(ctx context.Context, id e2ee.AccountID) (*held, error) {
+	h, err := s.fetch(ctx, AccountKey(id))
+	if err != nil {
+		if errors.Is(err, ErrNotFound) {
+			if old, ok := s.accounts.peek(id); ok {
+				return old, nil
+			}
+		}
+		return nil, err
+	}
+	return s.adopt(h, "dht"), nil
+}
+
+// account returns the account from the cache, or from the grid.
+func (s *Service) account(ctx context.Context, id e2ee.AccountID) (*held, error) {
+	if h, ok := s.accounts.get(id); ok {
+		s.m.lookups.WithLabelValues("cache").Inc()
+		return h, nil
+	}
+	s.m.lookups.WithLabelValues("dht").Inc()
+	return s.latest(ctx, id)
+}
+
+// LookupAccount returns the verified account id.
+func (s *Service) LookupAccount(ctx context.Context, id e2ee.AccountID) (*Account, error) {
+	h, err := s.account(ctx, id)
+	if err != nil {
+		return nil, opErr("lookup account", id.String(), err)
+	}
+	return h.acct, nil
+}
+
+// LookupDevice returns the verified account that holds device id, and the
+// device (which may be revoked).
+func (s *Service) LookupDevice(ctx context.Context, id e2ee.DeviceID) (*Account, Device, error) {
+	const op = "lookup device"
+	var h *held
+	if aid, ok := s.devices.get(id); ok {
+		h, _ = s.accounts.get(aid)
+	}
+	if h == nil {
+		s.m.lookups.WithLabelValues("dht").Inc()
+		got, err := s.fetch(ctx, DeviceKey(id))
+		if err != nil {
+			return nil, Device{}, opErr(op, id.String(), err)
+		}
+		h = s.adopt(got, "dht")
+	} else {
+		s.m.lookups.WithLabelValues("cache").Inc()
+	}
+	d, ok := h.acct.Device(id)
+	if !ok {
+		return nil, Device{}, opErr(op, id.String(), ErrNotFound)
+	}
+	return h.acct, d, nil
+}
+
+// LookupUsername returns the verified account whose live claim holds name
+// (normalized first). A name the account has since left, or whose claim
+// lapsed, is not found.
+func (s *Service) LookupUsername(ctx context.Context, name string) (*Account, error) {
+	const op = "lookup username"
+	n, err := NormalizeUsername(name)
+	if err != nil {
+		return nil, opErr(op, "", err)
+	}
+	var h *held
+	if aid, ok := s.names.get(n); ok {
+		h, _ = s.accounts.get(aid)
+	}
+	if h == nil {
+		s.m.lookups.WithLabelValues("dht").Inc()
+		got, err := s.fetch(ctx, UsernameKey(n))
+		if err != nil {
+			return nil, opErr(op, n, err)
+		}
+		h = s.adopt(got, "dht")
+	} else {
+		s.m.lookups.WithLabelValues("cache").Inc()
+	}
+	if h.acct.Username != n || !s.ver.usernameLive(h) {
+		return nil, opErr(op, n, ErrNotFound)
+	}
+	return h.acct, nil
+}
+
+// DeviceAuth is what a gateway needs to authenticate a device connection.
+type DeviceAuth struct {
+	Account e2ee.AccountID
+	Public  e2ee.DevicePublic
+	Revoked bool
+}
+
+// AuthDevice returns the keys, account and revocation state of device id,
+// for the gateway's connection authentication.
+func (s *Service) AuthDevice(ctx context.Context, id e2ee.DeviceID) (DeviceAuth, error) {
+	a, d, err := s.LookupDevice(ctx, id)
+	if err != nil {
+		return DeviceAuth{}, err
+	}
+	return DeviceAuth{Account: a.ID, Public: d.Public, Revoked: d.Revoked}, nil
+}
+
+// Forget drops every cached entry (tests use it for a cache-cold restart).
+func (s *Service) Forget() {
+	s.accounts.purge()
+	s.devices.purge()
+	s.names.purge()
+}

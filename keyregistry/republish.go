@@ -1,0 +1,109 @@
+package keyregistry
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	ds "github.com/ipfs/go-datastore"
+	"github.com/ipfs/go-datastore/query"
+
+	"github.com/iagon/gridchat/e2ee"
+)
+
+func heldKey(id e2ee.AccountID) ds.Key { return heldPrefix.ChildString(id.String()) }
+
+// hold records h as held by this node (it registered or updated it), so the
+// node republishes it. The held copy only moves forward.
+func (s *Service) hold(ctx context.Context, h *held) error {
+	s.heldMu.Lock()
+	defer s.heldMu.Unlock()
+	return s.holdLocked(ctx, h)
+}
+
+func (s *Service) holdLocked(ctx context.Context, h *held) error {
+	key := heldKey(h.acct.ID)
+	old, err := s.cfg.Datastore.Get(ctx, key)
+	switch {
+	case errors.Is(err, ds.ErrNotFound):
+	case err != nil:
+		return fmt.Errorf("hold: %w", err)
+	default:
+		if oh, err := s.ver.open(old); err == nil {
+			rel := relate(oh, h)
+			if rel == e2ee.RolledBack || rel == e2ee.Forked || rel == e2ee.Same && !betterSame(oh, h) {
+				return nil
+			}
+		}
+	}
+	if err := s.cfg.Datastore.Put(ctx, key, h.raw); err != nil {
+		return fmt.Errorf("hold: %w", err)
+	}
+	return nil
+}
+
+// advanceHeld moves the held copy of h's account forward if this node holds
+// it (a newer record arrived by gossip or lookup).
+func (s *Service) advanceHeld(h *held) {
+	s.heldMu.Lock()
+	defer s.heldMu.Unlock()
+	ok, err := s.cfg.Datastore.Has(s.ctx, heldKey(h.acct.ID))
+	if err != nil || !ok {
+		return
+	}
+	if err := s.holdLocked(s.ctx, h); err != nil {
+		s.log.Warn("advance held record", "account", h.acct.ID.String(), "err", err)
+	}
+}
+
+// republishLoop stores every held record again every RepublishInterval.
+func (s *Service) republishLoop() {
+	t := time.NewTicker(s.lim.RepublishInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+			if n, err := s.Republish(s.ctx); err != nil && s.ctx.Err() == nil {
+				s.log.Warn("republish", "records", n, "err", err)
+			}
+		case <-s.ctx.Done():
+			return
+		}
+	}
+}
+
+// Republish stores every record this node holds in the grid again, under
+// all its keys, and returns how many it stored. A held record that no
+// longer verifies (e.g. its username claim lapsed) is stored under the keys
+// it is still valid for.
+func (s *Service) Republish(ctx context.Context) (int, error) {
+	res, err := s.cfg.Datastore.Query(ctx, query.Query{Prefix: heldPrefix.String()})
+	if err != nil {
+		return 0, fmt.Errorf("keyregistry: republish: %w", err)
+	}
+	defer res.Close()
+	n := 0
+	var errs []error
+	for e := range res.Next() {
+		if e.Error != nil {
+			errs = append(errs, e.Error)
+			continue
+		}
+		h, err := s.ver.open(e.Value)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("held record %s: %w", e.Key, err))
+			continue
+		}
+		if err := s.store(ctx, h); err != nil {
+			errs = append(errs, fmt.Errorf("account %s: %w", h.acct.ID, err))
+			continue
+		}
+		n++
+		s.m.republished.Inc()
+	}
+	if err := errors.Join(errs...); err != nil {
+		return n, fmt.Errorf("keyregistry: republish: %w", err)
+	}
+	return n, nil
+}

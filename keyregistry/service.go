@@ -1,0 +1,500 @@
+package keyregistry
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	ds "github.com/ipfs/go-datastore"
+	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	"github.com/libp2p/go-libp2p/core/routing"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/iagon/gridchat/chain"
+	"github.com/iagon/gridchat/e2ee"
+)
+
+// Router is the part of the grid's DHT the directory uses (*dht.DHT
+// satisfies it).
+type Router interface {
+	PutValue(ctx context.Context, key string, value []byte, opts ...routing.Option) error
+	SearchValue(ctx context.Context, key string, opts ...routing.Option) (<-chan []byte, error)
+}
+
+// Publisher appends a user-signed statement to the key publication log and
+// returns its receipt (chain.Adapter satisfies it).
+type Publisher interface {
+	Publish(ctx context.Context, r chain.Record) (*chain.Receipt, error)
+}
+
+// Topic is the gossipsub topic on which directory records are announced.
+const Topic = "/gridchat/directory/1"
+
+// Limits are the directory's limits and timings, with defaults from
+// DefaultLimits.
+type Limits struct {
+	// NonceTTL is how long a registration nonce is valid.
+	NonceTTL time.Duration
+	// MaxNonces caps the nonces remembered (live and used).
+	MaxNonces int
+	// NoncesPerConn caps the live nonces of one connection.
+	NoncesPerConn int
+	// CacheSize caps the verified accounts kept in memory.
+	CacheSize int
+	// CacheTTL is how long a cached account is served before it is fetched
+	// again (gossip refreshes it sooner).
+	CacheTTL time.Duration
+	// LookupQuorum is how many DHT answers a lookup waits for.
+	LookupQuorum int
+	// LookupTimeout bounds one DHT lookup.
+	LookupTimeout time.Duration
+	// PutTimeout bounds storing one record in the DHT.
+	PutTimeout time.Duration
+	// RepublishInterval is how often held records are stored again; it must
+	// be well below the DHT's record age (36 h).
+	RepublishInterval time.Duration
+}
+
+// DefaultLimits returns the default limits.
+func DefaultLimits() Limits {
+	return Limits{
+		NonceTTL:          30 * time.Second,
+		MaxNonces:         100_000,
+		NoncesPerConn:     4,
+		CacheSize:         10_000,
+		CacheTTL:          5 * time.Minute,
+		LookupQuorum:      3,
+		LookupTimeout:     10 * time.Second,
+		PutTimeout:        20 * time.Second,
+		RepublishInterval: 12 * time.Hour,
+	}
+}
+
+func (l Limits) withDefaults() Limits {
+	d := DefaultLimits()
+	if l.NonceTTL <= 0 {
+		l.NonceTTL = d.NonceTTL
+	}
+	if l.MaxNonces <= 0 {
+		l.MaxNonces = d.MaxNonces
+	}
+	if l.NoncesPerConn <= 0 {
+		l.NoncesPerConn = d.NoncesPerConn
+	}
+	if l.CacheSize <= 0 {
+		l.CacheSize = d.CacheSize
+	}
+	if l.CacheTTL <= 0 {
+		l.CacheTTL = d.CacheTTL
+	}
+	if l.LookupQuorum <= 0 {
+		l.LookupQuorum = d.LookupQuorum
+	}
+	if l.LookupTimeout <= 0 {
+		l.LookupTimeout = d.LookupTimeout
+	}
+	if l.PutTimeout <= 0 {
+		l.PutTimeout = d.PutTimeout
+	}
+	if l.RepublishInterval <= 0 {
+		l.RepublishInterval = d.RepublishInterval
+	}
+	return l
+}
+
+// Config configures a Service.
+type Config struct {
+	// Router is the grid's DHT. Required.
+	Router Router
+	// Datastore keeps the records this node registered or updated, so it can
+	// republish them after a restart. Required; give it a namespace of its own.
+	Datastore ds.Datastore
+	// PubSub carries announcements on Topic. Optional: without it caches
+	// refresh only by TTL.
+	PubSub *pubsub.PubSub
+	// Publisher is the key publication log. Optional: without it records
+	// carry no receipts.
+	Publisher Publisher
+	// GatewayID is what registration proofs are bound to: this node's peer
+	// ID in binary form. Required.
+	GatewayID []byte
+	// Validator must match the DHT's validators (same clock and lifetimes).
+	Validator ValidatorConfig
+	// Limits are the limits and timings; zero fields take defaults.
+	Limits Limits
+	// Logger receives the service's logs. Default: discard.
+	Logger *slog.Logger
+	// Registerer receives the service's metrics. Default: none.
+	Registerer prometheus.Registerer
+}
+
+// NonceGrant is what a client gets to register a first device: the nonce to
+// sign and, when it named its device, the key challenge sealed to its
+// messaging key.
+type NonceGrant struct {
+	Nonce     Nonce
+	Expires   time.Time
+	Challenge []byte
+}
+
+// RegisterRequest registers a first device: the account's genesis chain, the
+// device's registration proof over the nonce, and its answer to the key
+// challenge.
+type RegisterRequest struct {
+	Nonce  Nonce
+	Chain  []byte
+	Proof  []byte
+	Answer []byte
+}
+
+// regGrant is what the nonce store keeps for a registration nonce.
+type regGrant struct {
+	device    e2ee.DevicePublic
+	challenge *e2ee.KeyChallenge
+}
+
+// Service is the key directory of one node. Its methods are safe for
+// concurrent use.
+type Service struct {
+	cfg  Config
+	lim  Limits
+	log  *slog.Logger
+	ver  *verifier
+	vals map[string]interface {
+		open(string, []byte) (*held, error)
+	}
+	nonces *nonceStore
+	m      *metrics
+
+	accounts *lru[e2ee.AccountID, *held]
+	devices  *lru[e2ee.DeviceID, e2ee.AccountID]
+	names    *lru[string, e2ee.AccountID]
+
+	heldMu sync.Mutex // serialises read-modify-write of held records
+
+	topic *pubsub.Topic
+	sub   *pubsub.Subscription
+
+	ctx       context.Context
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
+	closeOnce sync.Once
+}
+
+// heldPrefix is the datastore prefix of the records this node republishes.
+var heldPrefix = ds.NewKey("/held")
+
+// New starts the directory service: it joins the directory topic (if PubSub
+// is set) and starts the republish timer. Close stops it.
+func New(cfg Config) (*Service, error) {
+	if cfg.Router == nil || cfg.Datastore == nil {
+		return nil, errors.New("keyregistry: new: Router and Datastore are required")
+	}
+	if len(cfg.GatewayID) == 0 {
+		return nil, errors.New("keyregistry: new: GatewayID is required")
+	}
+	cfg.Validator = cfg.Validator.withDefaults()
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	lim := cfg.Limits.withDefaults()
+	ver := newVerifier(cfg.Validator)
+	now := cfg.Validator.Now
+	s := &Service{
+		cfg:    cfg,
+		lim:    lim,
+		log:    cfg.Logger,
+		ver:    ver,
+		nonces: newNonceStore(now, lim.NonceTTL, lim.MaxNonces, lim.NoncesPerConn),
+		vals: map[string]interface {
+			open(string, []byte) (*held, error)
+		}{
+			NSAccount:  accountValidator{ver},
+			NSDevice:   deviceValidator{ver},
+			NSUsername: usernameValidator{ver},
+		},
+		accounts: newLRU[e2ee.AccountID, *held](lim.CacheSize, lim.CacheTTL, now),
+		devices:  newLRU[e2ee.DeviceID, e2ee.AccountID](4*lim.CacheSize, lim.CacheTTL, now),
+		names:    newLRU[string, e2ee.AccountID](lim.CacheSize, lim.CacheTTL, now),
+	}
+	var err error
+	if s.m, err = newMetrics(cfg.Registerer); err != nil {
+		return nil, fmt.Errorf("keyregistry: new: %w", err)
+	}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	if cfg.PubSub != nil {
+		if err := s.joinTopic(); err != nil {
+			s.cancel()
+			return nil, fmt.Errorf("keyregistry: new: %w", err)
+		}
+		s.wg.Go(s.gossipLoop)
+	}
+	s.wg.Go(s.republishLoop)
+	return s, nil
+}
+
+// Close stops gossip and republishing and waits for them. It is safe to call
+// more than once.
+func (s *Service) Close() error {
+	s.closeOnce.Do(func() {
+		s.cancel()
+		if s.sub != nil {
+			s.sub.Cancel()
+		}
+		s.wg.Wait()
+		if s.topic != nil {
+			_ = s.cfg.PubSub.UnregisterTopicValidator(Topic)
+			_ = s.topic.Close()
+		}
+	})
+	return nil
+}
+
+func (s *Service) now() time.Time { return s.cfg.Validator.Now() }
+
+// Nonce issues a registration nonce bound to the connection conn. If dev is
+// given (the device's encoded public keys), the grant also carries a key
+// challenge sealed to its messaging key, which Register then requires.
+func (s *Service) Nonce(conn string, dev []byte) (NonceGrant, error) {
+	const op = "nonce"
+	var g *regGrant
+	if dev != nil {
+		dp, err := e2ee.DecodeDevicePublic(dev)
+		if err != nil {
+			return NonceGrant{}, s.refuse(op, "", kind(ErrMalformed, err))
+		}
+		g = &regGrant{device: dp}
+	}
+	n, exp, err := s.nonces.issue(conn, g)
+	if err != nil {
+		return NonceGrant{}, s.refuse(op, "", err)
+	}
+	out := NonceGrant{Nonce: n, Expires: exp}
+	if g != nil {
+		ch, err := e2ee.NewKeyChallenge(g.device, s.cfg.GatewayID, n[:])
+		if err != nil {
+			return NonceGrant{}, s.refuse(op, "", kind(ErrMalformed, err))
+		}
+		g.challenge = ch
+		out.Challenge = ch.Sealed
+	}
+	return out, nil
+}
+
+// ConnClosed forgets the live nonces of a closed connection.
+func (s *Service) ConnClosed(conn string) { s.nonces.dropConn(conn) }
+
+// Register registers an account's first device through connection conn: it
+// consumes the nonce (which must be this connection's, unused and
+// unexpired), checks the registration proof over it, the answer to the
+// messaging-key challenge and the genesis chain, publishes the genesis
+// statement to the log and stores the record in the grid.
+func (s *Service) Register(ctx context.Context, conn string, req RegisterRequest) (*Account, error) {
+	const op = "register"
+	grant, err := s.nonces.consume(conn, req.Nonce)
+	if err != nil {
+		return nil, s.refuse(op, "", err)
+	}
+	g, _ := grant.(*regGrant)
+	if g == nil || g.challenge == nil {
+		return nil, s.refuse(op, "", fmt.Errorf("%w: nonce was issued without the device's keys", ErrBadProof))
+	}
+	h, err := s.openChain(req.Chain)
+	if err != nil {
+		return nil, s.refuse(op, "", err)
+	}
+	subject := h.acct.ID.String()
+	if h.acct.Length != 1 {
+		return nil, s.refuse(op, subject, fmt.Errorf("%w: registration takes the genesis statement alone, got %d statements", ErrInvalidChain, h.acct.Length))
+	}
+	dev := h.acct.Devices[0]
+	if !dev.Public.Equal(g.device) {
+		return nil, s.refuse(op, subject, fmt.Errorf("%w: genesis device is not the device the nonce was issued for", ErrBadProof))
+	}
+	proof, err := e2ee.DecodeRegistrationProof(req.Proof)
+	if err != nil {
+		return nil, s.refuse(op, subject, kind(ErrMalformed, err))
+	}
+	if !proof.Device.Equal(dev.Public) {
+		return nil, s.refuse(op, subject, fmt.Errorf("%w: proof is for another device", ErrBadProof))
+	}
+	if err := proof.Verify(s.cfg.GatewayID, req.Nonce[:], s.now(), s.cfg.Validator.MaxClockSkew); err != nil {
+		if errors.Is(err, e2ee.ErrBadSignature) {
+			return nil, s.refuse(op, subject, kind(ErrBadSignature, err))
+		}
+		return nil, s.refuse(op, subject, kind(ErrBadProof, err))
+	}
+	if err := g.challenge.Check(req.Answer); err != nil {
+		return nil, s.refuse(op, subject, kind(ErrBadProof, err))
+	}
+	if cur, err := s.fetch(ctx, AccountKey(h.acct.ID)); err == nil && cur != nil {
+		return nil, s.refuse(op, subject, ErrExists)
+	} else if err != nil && !errors.Is(err, ErrNotFound) {
+		return nil, s.refuse(op, subject, err)
+	}
+	acct, err := s.accept(ctx, op, nil, h)
+	if err != nil {
+		return nil, s.refuse(op, subject, err)
+	}
+	return acct, nil
+}
+
+// Append accepts a new version of an account's chain (statements added by
+// linking, revocation, username, profile or social link): it must replay,
+// and strictly extend the chain the grid holds. New statements are
+// published to the log, and the record is stored and announced.
+func (s *Service) Append(ctx context.Context, chainBytes []byte) (*Account, error) {
+	const op = "append"
+	h, err := s.openChain(chainBytes)
+	if err != nil {
+		return nil, s.refuse(op, "", err)
+	}
+	subject := h.acct.ID.String()
+	cur, err := s.latest(ctx, h.acct.ID)
+	if err != nil {
+		return nil, s.refuse(op, subject, err)
+	}
+	switch relate(cur, h) {
+	case e2ee.Same:
+		return cur.acct, nil // nothing new: idempotent
+	case e2ee.RolledBack:
+		return nil, s.refuse(op, subject, fmt.Errorf("%w: %d statements, the grid holds %d", ErrRollback, h.acct.Length, cur.acct.Length))
+	case e2ee.Forked:
+		return nil, s.refuse(op, subject, fmt.Errorf("%w: diverges from the grid's chain at statement %d", ErrFork, e2ee.ForkIndex(cur.chain, h.chain)))
+	}
+	if err := s.checkUsername(ctx, cur, h); err != nil {
+		return nil, s.refuse(op, subject, err)
+	}
+	acct, err := s.accept(ctx, op, cur, h)
+	if err != nil {
+		return nil, s.refuse(op, subject, err)
+	}
+	return acct, nil
+}
+
+// openChain wraps a client's encoded chain in a record (no receipts yet) and
+// opens it.
+func (s *Service) openChain(chainBytes []byte) (*held, error) {
+	if len(chainBytes) > MaxRecordSize {
+		return nil, fmt.Errorf("%w: chain of %d bytes, limit %d", ErrTooLarge, len(chainBytes), MaxRecordSize)
+	}
+	raw, err := s.ver.codec.marshal(&Record{Chain: chainBytes})
+	if err != nil {
+		return nil, err
+	}
+	return s.ver.open(raw)
+}
+
+// checkUsername enforces the username rules on the statements h adds to
+// cur: a new or renewed name must be normalized, freshly signed, and not
+// held by a live claim of another account.
+func (s *Service) checkUsername(ctx context.Context, cur, h *held) error {
+	a := h.acct
+	if a.Username == "" || a.UsernameAt.Equal(cur.acct.UsernameAt) && a.Username == cur.acct.Username {
+		return nil
+	}
+	if !isNormalUsername(a.Username) {
+		return fmt.Errorf("%w: %q is not a normalized directory username", ErrUsernameInvalid, a.Username)
+	}
+	now := s.now()
+	if d := now.Sub(a.UsernameAt); d > s.cfg.Validator.MaxClockSkew || d < -s.cfg.Validator.MaxClockSkew {
+		return fmt.Errorf("%w: set-username statement time %s is not current", ErrInvalidChain, a.UsernameAt.Format(time.RFC3339))
+	}
+	holder, err := s.fetch(ctx, UsernameKey(a.Username))
+	switch {
+	case errors.Is(err, ErrNotFound):
+		return nil
+	case err != nil:
+		return err
+	case holder.acct.ID != a.ID:
+		// The validator only admits live claims whose account still holds
+		// the name, so this one blocks.
+		return fmt.Errorf("%w: %q is held by account %s", ErrUsernameTaken, a.Username, holder.acct.ID)
+	}
+	return nil
+}
+
+// accept publishes h's statements after cur to the log, stores the record
+// under every key and announces it. cur is nil for a registration.
+func (s *Service) accept(ctx context.Context, op string, cur, h *held) (*Account, error) {
+	from := uint64(0)
+	var receipts []Receipt
+	if cur != nil {
+		from = cur.acct.Length
+		receipts = append(receipts, cur.rec.Receipts...)
+	}
+	if s.cfg.Publisher != nil {
+		stmts := h.chain.Statements()
+		key := chain.DeriveAccountKey(stmts[0].Encode())
+		for seq := from; seq < h.acct.Length; seq++ {
+			rc, err := s.cfg.Publisher.Publish(ctx, chain.Record{Account: key, Seq: seq, Body: stmts[seq].Encode()})
+			if err != nil {
+				s.m.publishFailures.Inc()
+				return nil, fmt.Errorf("%w: publish statement %d: %v", ErrUnavailable, seq, err)
+			}
+			receipts = append(receipts, Receipt{Seq: seq, Body: rc.Marshal()})
+		}
+	}
+	raw, err := s.ver.codec.marshal(&Record{Chain: h.rec.Chain, Receipts: receipts})
+	if err != nil {
+		return nil, err
+	}
+	full, err := s.ver.open(raw)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.store(ctx, full); err != nil {
+		return nil, err
+	}
+	if err := s.hold(ctx, full); err != nil {
+		return nil, err
+	}
+	s.adopt(full, "local")
+	s.announce(ctx, full)
+	s.m.accepted.WithLabelValues(op).Inc()
+	return full.acct, nil
+}
+
+// store puts h under its account key, every device key and its username key.
+// The account key must succeed; the index keys are best effort (republish
+// retries them).
+func (s *Service) store(ctx context.Context, h *held) error {
+	ctx, cancel := context.WithTimeout(ctx, s.lim.PutTimeout)
+	defer cancel()
+	if err := s.cfg.Router.PutValue(ctx, AccountKey(h.acct.ID), h.raw); err != nil {
+		return storeFailure(err)
+	}
+	for _, d := range h.acct.Devices {
+		if err := s.cfg.Router.PutValue(ctx, DeviceKey(d.ID), h.raw); err != nil {
+			s.log.Warn("store device index", "device", d.ID.String(), "err", err)
+		}
+	}
+	if h.acct.Username != "" && s.ver.usernameLive(h) {
+		if err := s.cfg.Router.PutValue(ctx, UsernameKey(h.acct.Username), h.raw); err != nil {
+			s.log.Warn("store username", "name", h.acct.Username, "err", err)
+		}
+	}
+	return nil
+}
+
+// storeFailure maps a DHT put error to a directory sentinel.
+func storeFailure(err error) error {
+	for _, k := range []error{ErrFork, ErrRollback, ErrUsernameTaken, ErrAccountMismatch, ErrTooLarge, ErrMalformed, ErrBadSignature, ErrRevokedSigner, ErrInvalidChain} {
+		if errors.Is(err, k) {
+			return fmt.Errorf("store: %w", err)
+		}
+	}
+	if err != nil && err.Error() == "can't replace a newer value with an older value" {
+		return fmt.Errorf("store: %w: %v", ErrRollback, err)
+	}
+	return fmt.Errorf("store: %w: %v", ErrUnavailable, err)
+}
+
+// refuse counts a refusal by code and wraps err with op and subject.
+func (s *Service) refuse(op, subject string, err error) error {
+	s.m.refusals.WithLabelValues(CodeOf(err).Reason()).Inc()
+	return opErr(op, subject, err)
+}

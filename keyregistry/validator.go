@@ -1,0 +1,290 @@
+package keyregistry
+
+import (
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	record "github.com/libp2p/go-libp2p-record"
+
+	"github.com/iagon/gridchat/e2ee"
+)
+
+// Directory namespaces in the grid's DHT. Keys are "/" + namespace + "/" +
+// rest, where rest is a lowercase hex ID or a normalized username.
+const (
+	NSAccount  = "gcacct"
+	NSUsername = "gcname"
+	NSDevice   = "gcdev"
+)
+
+// AccountKey returns the DHT key of an account's record.
+func AccountKey(id e2ee.AccountID) string { return "/" + NSAccount + "/" + id.String() }
+
+// DeviceKey returns the DHT key of a device's index record.
+func DeviceKey(id e2ee.DeviceID) string { return "/" + NSDevice + "/" + id.String() }
+
+// UsernameKey returns the DHT key of a normalized username's record.
+func UsernameKey(name string) string { return "/" + NSUsername + "/" + name }
+
+// ValidatorConfig configures the directory's record validators.
+type ValidatorConfig struct {
+	// Now is the clock. Default time.Now.
+	Now func() time.Time
+	// UsernameLifetime is how long a username claim lives after the
+	// set-username statement that last set (renewed) it. Default
+	// DefaultUsernameLifetime.
+	UsernameLifetime time.Duration
+	// MaxClockSkew is how far in the future a statement time may lie.
+	// Default DefaultMaxClockSkew.
+	MaxClockSkew time.Duration
+}
+
+// Defaults of ValidatorConfig.
+const (
+	DefaultUsernameLifetime = 90 * 24 * time.Hour
+	DefaultMaxClockSkew     = 5 * time.Minute
+)
+
+func (c ValidatorConfig) withDefaults() ValidatorConfig {
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.UsernameLifetime <= 0 {
+		c.UsernameLifetime = DefaultUsernameLifetime
+	}
+	if c.MaxClockSkew <= 0 {
+		c.MaxClockSkew = DefaultMaxClockSkew
+	}
+	return c
+}
+
+// verifier opens directory records: strict decode, then a full replay of the
+// chain. It is safe for concurrent use.
+type verifier struct {
+	cfg   ValidatorConfig
+	codec codec
+}
+
+func newVerifier(cfg ValidatorConfig) *verifier {
+	return &verifier{cfg: cfg.withDefaults(), codec: newCodec()}
+}
+
+// open decodes raw and replays its chain. Every error wraps a sentinel.
+func (v *verifier) open(raw []byte) (*held, error) {
+	rec, err := v.codec.unmarshal(raw)
+	if err != nil {
+		return nil, err
+	}
+	h, err := replayRecord(rec)
+	if err != nil {
+		return nil, err
+	}
+	h.raw = raw
+	if last := h.last; last.After(v.cfg.Now().Add(v.cfg.MaxClockSkew)) {
+		return nil, fmt.Errorf("%w: statement time %s is in the future", ErrInvalidChain, last.Format(time.RFC3339))
+	}
+	for _, rc := range rec.Receipts {
+		if rc.Seq >= h.acct.Length {
+			return nil, fmt.Errorf("%w: receipt for seq %d of a chain of %d", ErrMalformed, rc.Seq, h.acct.Length)
+		}
+	}
+	h.acct.Record = raw
+	return h, nil
+}
+
+// usernameLive reports whether h's username claim is live now.
+func (v *verifier) usernameLive(h *held) bool {
+	a := h.acct
+	return a.Username != "" && v.cfg.Now().Before(a.UsernameAt.Add(v.cfg.UsernameLifetime))
+}
+
+// Validators returns the record validators of the directory's namespaces,
+// keyed by namespace, for the grid's DHT (dht.Config.Validators).
+func Validators(cfg ValidatorConfig) map[string]record.Validator {
+	v := newVerifier(cfg)
+	return map[string]record.Validator{
+		NSAccount:  accountValidator{v},
+		NSDevice:   deviceValidator{v},
+		NSUsername: usernameValidator{v},
+	}
+}
+
+// parseKey splits "/ns/rest" and checks ns.
+func parseKey(key, ns string) (string, error) {
+	gotNS, rest, err := record.SplitKey(key)
+	if err != nil || gotNS != ns || rest == "" || strings.Contains(rest, "/") {
+		return "", fmt.Errorf("%w: key %q is not in namespace %s", ErrMalformed, key, ns)
+	}
+	return rest, nil
+}
+
+func parseHexID(s string) ([32]byte, error) {
+	var id [32]byte
+	// Only the canonical lowercase form is a valid key, so one ID has one key.
+	if len(s) != 64 || strings.ToLower(s) != s {
+		return id, fmt.Errorf("%w: ID %q is not 64 lowercase hex digits", ErrMalformed, s)
+	}
+	if _, err := hex.Decode(id[:], []byte(s)); err != nil {
+		return id, fmt.Errorf("%w: ID %q: %v", ErrMalformed, s, err)
+	}
+	return id, nil
+}
+
+// accountValidator checks /gcacct/<account id> records: the chain replays and
+// its genesis hashes to the key's account ID.
+type accountValidator struct{ v *verifier }
+
+func (a accountValidator) open(key string, value []byte) (*held, error) {
+	rest, err := parseKey(key, NSAccount)
+	if err != nil {
+		return nil, err
+	}
+	id, err := parseHexID(rest)
+	if err != nil {
+		return nil, err
+	}
+	h, err := a.v.open(value)
+	if err != nil {
+		return nil, err
+	}
+	if h.acct.ID != e2ee.AccountID(id) {
+		return nil, fmt.Errorf("%w: record of account %s under key of %s", ErrAccountMismatch, h.acct.ID, rest)
+	}
+	return h, nil
+}
+
+// Validate implements record.Validator.
+func (a accountValidator) Validate(key string, value []byte) error {
+	_, err := a.open(key, value)
+	return err
+}
+
+// Select implements record.Validator: see selectChain.
+func (a accountValidator) Select(key string, values [][]byte) (int, error) {
+	return selectChain(key, values, a.open, nil)
+}
+
+// deviceValidator checks /gcdev/<device id> records: the chain replays and
+// adds the device (it may have revoked it since).
+type deviceValidator struct{ v *verifier }
+
+func (d deviceValidator) open(key string, value []byte) (*held, error) {
+	rest, err := parseKey(key, NSDevice)
+	if err != nil {
+		return nil, err
+	}
+	id, err := parseHexID(rest)
+	if err != nil {
+		return nil, err
+	}
+	h, err := d.v.open(value)
+	if err != nil {
+		return nil, err
+	}
+	if _, ok := h.acct.Device(e2ee.DeviceID(id)); !ok {
+		return nil, fmt.Errorf("%w: account %s has no device %s", ErrAccountMismatch, h.acct.ID, rest)
+	}
+	return h, nil
+}
+
+// Validate implements record.Validator.
+func (d deviceValidator) Validate(key string, value []byte) error {
+	_, err := d.open(key, value)
+	return err
+}
+
+// Select implements record.Validator: see selectChain. A device ID is bound
+// to its signing key and each add-device statement carries the device's own
+// certificate for one account, so two accounts can only both name a device
+// if its key signed for both; the first record held stays.
+func (d deviceValidator) Select(key string, values [][]byte) (int, error) {
+	return selectChain(key, values, d.open, nil)
+}
+
+// usernameValidator checks /gcname/<username> records: the chain replays,
+// its current username is the key's name, and the claim is live (its latest
+// set-username statement for the name is younger than the claim lifetime).
+type usernameValidator struct{ v *verifier }
+
+func (u usernameValidator) open(key string, value []byte) (*held, error) {
+	name, err := parseKey(key, NSUsername)
+	if err != nil {
+		return nil, err
+	}
+	if !isNormalUsername(name) {
+		return nil, fmt.Errorf("%w: %q", ErrUsernameInvalid, name)
+	}
+	h, err := u.v.open(value)
+	if err != nil {
+		return nil, err
+	}
+	if h.acct.Username != name {
+		return nil, fmt.Errorf("%w: account %s is not named %q", ErrAccountMismatch, h.acct.ID, name)
+	}
+	if !u.v.usernameLive(h) {
+		return nil, fmt.Errorf("%w: %q claimed at %s", ErrUsernameLapsed, name, h.acct.UsernameAt.Format(time.RFC3339))
+	}
+	return h, nil
+}
+
+// Validate implements record.Validator.
+func (u usernameValidator) Validate(key string, value []byte) error {
+	_, err := u.open(key, value)
+	return err
+}
+
+// Select implements record.Validator. Records of one account follow
+// selectChain. Two live claims of different accounts conflict: Select
+// refuses to choose, so a node keeps the claim it holds (kad-dht rejects a
+// put whose Select fails, and a lookup keeps the first valid answer).
+func (u usernameValidator) Select(key string, values [][]byte) (int, error) {
+	return selectChain(key, values, u.open, ErrUsernameTaken)
+}
+
+// selectChain picks the best of values: invalid values lose; of two chains
+// of one account the one that extends the other wins; equal chains prefer
+// more receipts. Two chains that fork make Select fail with ErrFork, so a
+// node never replaces what it holds by a fork. Chains of different accounts
+// fail with otherAccount (ErrAccountMismatch if nil).
+func selectChain(key string, values [][]byte, open func(string, []byte) (*held, error), otherAccount error) (int, error) {
+	if otherAccount == nil {
+		otherAccount = ErrAccountMismatch
+	}
+	best := -1
+	var bh *held
+	var firstErr error
+	for i, val := range values {
+		h, err := open(key, val)
+		if err != nil {
+			if firstErr == nil {
+				firstErr = err
+			}
+			continue
+		}
+		if bh == nil {
+			best, bh = i, h
+			continue
+		}
+		if h.acct.ID != bh.acct.ID {
+			return 0, fmt.Errorf("keyregistry: select %s: %w: accounts %s and %s", key, otherAccount, bh.acct.ID, h.acct.ID)
+		}
+		switch relate(bh, h) {
+		case e2ee.Extends:
+			best, bh = i, h
+		case e2ee.Same:
+			if betterSame(bh, h) {
+				best, bh = i, h
+			}
+		case e2ee.RolledBack:
+		default:
+			return 0, fmt.Errorf("keyregistry: select %s: %w at length %d/%d", key, ErrFork, bh.acct.Length, h.acct.Length)
+		}
+	}
+	if bh == nil {
+		return 0, fmt.Errorf("keyregistry: select %s: no valid record: %w", key, errors.Join(firstErr))
+	}
+	return best, nil
+}
