@@ -20,15 +20,9 @@ import (
 const DeliverProtocol = protocol.ID("/gridchat/deliver/1.0.0")
 
 // Outcome is the result of delivering one envelope to one device.
-type Outcome struct {
-	Status string    // wire.StatusDelivered, wire.StatusOffline or wire.StatusFailed
-	Code   wire.Code // with wire.StatusFailed
-	Reason string    // with wire.StatusFailed: one of the wire.Fail* names
-}
+type Outcome = wire.Outcome
 
-func failed(code wire.Code, reason string) Outcome {
-	return Outcome{Status: wire.StatusFailed, Code: code, Reason: reason}
-}
+func failed(code wire.Code, reason string) Outcome { return wire.Failed(code, reason) }
 
 // Local is what relay needs from the gateway's connection manager: the devices connected to this node.
 type Local interface {

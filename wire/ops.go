@@ -106,6 +106,18 @@ const (
 	FailNoPresence  = "bad_presence" // the device's presence record could not be used (12)
 )
 
+// Outcome is the result of delivering one envelope to one device, as the recipient's gateway reports it.
+type Outcome struct {
+	Status string // StatusDelivered, StatusStored, StatusOffline or StatusFailed
+	Code   Code   // with StatusFailed
+	Reason string // with StatusFailed: one of the Fail* names
+}
+
+// Failed returns a failed Outcome.
+func Failed(code Code, reason string) Outcome {
+	return Outcome{Status: StatusFailed, Code: code, Reason: reason}
+}
+
 // SendResponse answers a "send", one result per recipient in request order.
 type SendResponse struct {
 	Results []RecipientResult `json:"results"`
