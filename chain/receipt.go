@@ -329,3 +329,8 @@ func noteKeyHash(name string, key []byte) uint32 {
 	h.Write(key)
 	return binary.BigEndian.Uint32(h.Sum(nil))
 }
+
+// Text returns the checkpoint's c2sp.org/tlog-checkpoint note body.
+func (c Checkpoint) Text() string {
+	return string(flog.Checkpoint{Origin: c.Origin, Size: c.Size, Hash: c.Root[:]}.Marshal())
+}
