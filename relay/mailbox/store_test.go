@@ -1,0 +1,299 @@
+package mailbox
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"testing"
+	"time"
+
+	ds "github.com/ipfs/go-datastore"
+	"github.com/ipfs/go-datastore/namespace"
+	pebbleds "github.com/ipfs/go-ds-pebble"
+
+	"github.com/iagon/gridchat/wire"
+)
+
+// openPebble opens a real Pebble datastore in dir, closed at the end of the test unless the caller closes it.
+func openPebble(t testing.TB, dir string) *pebbleds.Datastore {
+	t.Helper()
+	d, err := pebbleds.NewDatastore(filepath.Join(dir, "ds"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = d.Close() })
+	return d
+}
+
+func newTestStore(t testing.TB, lim Limits) *Store {
+	return NewStore(namespace.Wrap(openPebble(t, t.TempDir()), ds.NewKey("/mailbox")), lim)
+}
+
+func randDevice(t testing.TB) wire.DeviceID {
+	var d wire.DeviceID
+	if _, err := rand.Read(d[:]); err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+func msgID(i int) wire.MessageID {
+	var m wire.MessageID
+	copy(m[:], fmt.Sprintf("m%015d", i))
+	return m
+}
+
+func env(to, from wire.DeviceID, i int, stamp time.Time) *Envelope {
+	return &Envelope{MessageID: msgID(i), Sender: from, Recipient: to, Stamp: stamp.UnixNano(),
+		Ciphertext: []byte(fmt.Sprintf("ciphertext %d", i))}
+}
+
+var t0 = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+
+func TestStoreKeepsEnvelopesAcrossRestart(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	d := openPebble(t, dir)
+	s := NewStore(namespace.Wrap(d, ds.NewKey("/mailbox")), Limits{})
+	to, from := randDevice(t), randDevice(t)
+	for i := range 10 {
+		if res, err := s.Put(ctx, env(to, from, i, t0.Add(time.Duration(i)*time.Second)), t0.Add(time.Minute)); err != nil || res != Stored {
+			t.Fatalf("put %d: %v %v", i, res, err)
+		}
+	}
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = NewStore(namespace.Wrap(openPebble(t, dir), ds.NewKey("/mailbox")), Limits{})
+	var got []int
+	err := s.Iterate(ctx, to, func(e *Envelope) error {
+		var i int
+		fmt.Sscanf(string(e.Ciphertext), "ciphertext %d", &i)
+		got = append(got, i)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(got) != "[0 1 2 3 4 5 6 7 8 9]" {
+		t.Fatalf("after restart, got %v", got)
+	}
+}
+
+func TestStoreOrdersByStampThenMessageID(t *testing.T) {
+	ctx := context.Background()
+	s := newTestStore(t, Limits{})
+	to, from := randDevice(t), randDevice(t)
+	// Put in reverse order; delivery order is by stamp.
+	for i := 9; i >= 0; i-- {
+		if _, err := s.Put(ctx, env(to, from, i, t0.Add(time.Duration(i)*time.Millisecond)), t0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	prev := -1
+	_ = s.Iterate(ctx, to, func(e *Envelope) error {
+		var i int
+		fmt.Sscanf(string(e.Ciphertext), "ciphertext %d", &i)
+		if i != prev+1 {
+			t.Errorf("got %d after %d", i, prev)
+		}
+		prev = i
+		return nil
+	})
+}
+
+func TestStoreDuplicatePutIsIdempotent(t *testing.T) {
+	ctx := context.Background()
+	s := newTestStore(t, Limits{})
+	to, from := randDevice(t), randDevice(t)
+	e := env(to, from, 1, t0)
+	if r, err := s.Put(ctx, e, t0); err != nil || r != Stored {
+		t.Fatal(r, err)
+	}
+	if r, err := s.Put(ctx, e, t0); err != nil || r != Duplicate {
+		t.Fatalf("second put: %v %v", r, err)
+	}
+	if n, _ := s.Count(ctx, to); n != 1 {
+		t.Fatalf("count %d", n)
+	}
+	if _, err := s.Delete(ctx, to, []wire.MessageID{e.MessageID}, t0); err != nil {
+		t.Fatal(err)
+	}
+	if r, err := s.Put(ctx, e, t0); err != nil || r != Delivered {
+		t.Fatalf("put after delete: %v %v", r, err)
+	}
+	if n, _ := s.Count(ctx, to); n != 0 {
+		t.Fatalf("an acknowledged envelope came back: count %d", n)
+	}
+}
+
+func TestStoreTTLExpiryLeavesTombstones(t *testing.T) {
+	ctx := context.Background()
+	s := newTestStore(t, Limits{TTL: time.Hour})
+	to, a, b := randDevice(t), randDevice(t), randDevice(t)
+	for i := range 5 {
+		if _, err := s.Put(ctx, env(to, a, i, t0.Add(time.Duration(i)*time.Minute)), t0.Add(5*time.Minute)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := s.Put(ctx, env(to, b, 100, t0.Add(40*time.Minute)), t0.Add(40*time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	// At t0+1h02m, envelopes 0, 1 and 2 (stamped t0, +1m, +2m) are older than the TTL.
+	res, err := s.Expire(ctx, t0.Add(time.Hour+2*time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Expired != 3 {
+		t.Fatalf("expired %d, want 3", res.Expired)
+	}
+	if n, _ := s.Count(ctx, to); n != 3 {
+		t.Fatalf("count %d, want 3", n)
+	}
+	ts, err := s.Tombstones(ctx, to)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ts) != 3 {
+		t.Fatalf("%d tombstones, want 3", len(ts))
+	}
+	for _, tb := range ts {
+		if tb.Sender != a || tb.Reason != ReasonTTL {
+			t.Fatalf("tombstone %+v", tb)
+		}
+	}
+	// An envelope older than the TTL is refused outright, and an expired one is not taken back.
+	if _, err := s.Put(ctx, env(to, a, 7, t0), t0.Add(2*time.Hour)); !errors.Is(err, ErrExpired) {
+		t.Fatalf("put of an old envelope: %v", err)
+	}
+	if _, err := s.Put(ctx, env(to, a, 0, t0.Add(time.Hour)), t0.Add(time.Hour+3*time.Minute)); !errors.Is(err, ErrExpired) {
+		t.Fatalf("put of an expired message again: %v", err)
+	}
+	// Deleting (acknowledging) the tombstones removes them.
+	if _, err := s.Delete(ctx, to, []wire.MessageID{ts[0].MessageID, ts[1].MessageID, ts[2].MessageID}, t0.Add(2*time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if ts, _ := s.Tombstones(ctx, to); len(ts) != 0 {
+		t.Fatalf("%d tombstones after delete", len(ts))
+	}
+}
+
+func TestStoreCountLimitExpiresOldestFirst(t *testing.T) {
+	ctx := context.Background()
+	s := newTestStore(t, Limits{MaxCount: 5})
+	to, from := randDevice(t), randDevice(t)
+	for i := range 8 {
+		if _, err := s.Put(ctx, env(to, from, i, t0.Add(time.Duration(i)*time.Second)), t0.Add(time.Minute)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n, _ := s.Count(ctx, to); n != 5 {
+		t.Fatalf("count %d, want 5", n)
+	}
+	var first wire.MessageID
+	_ = s.Iterate(ctx, to, func(e *Envelope) error {
+		if first == (wire.MessageID{}) {
+			first = e.MessageID
+		}
+		return nil
+	})
+	if first != msgID(3) {
+		t.Fatalf("oldest kept is %q, want m3", first)
+	}
+	ts, _ := s.Tombstones(ctx, to)
+	if len(ts) != 3 {
+		t.Fatalf("%d tombstones, want 3", len(ts))
+	}
+	for _, tb := range ts {
+		if tb.Reason != ReasonCount || tb.Sender != from {
+			t.Fatalf("tombstone %+v", tb)
+		}
+	}
+}
+
+func TestStoreQuotasRefuseTheExcess(t *testing.T) {
+	ctx := context.Background()
+	s := newTestStore(t, Limits{MaxPerSender: 3, MaxMailboxBytes: 100, MaxEnvelopeBytes: 40})
+	to, a, b := randDevice(t), randDevice(t), randDevice(t)
+	for i := range 3 {
+		if _, err := s.Put(ctx, env(to, a, i, t0), t0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, err := s.Put(ctx, env(to, a, 3, t0), t0)
+	if !errors.Is(err, ErrSenderQuota) {
+		t.Fatalf("4th from one sender: %v", err)
+	}
+	var me *Error
+	if !errors.As(err, &me) || me.Status != StatusSenderQuota || me.Status.String() != "sender_quota" {
+		t.Fatalf("status %v", err)
+	}
+	// Another sender may still put, until the mailbox's bytes run out (3×12 bytes held, 100 allowed).
+	for i := 10; i < 20; i++ {
+		_, err = s.Put(ctx, env(to, randDevice(t), i, t0), t0)
+		if err != nil {
+			break
+		}
+	}
+	if !errors.Is(err, ErrMailboxFull) {
+		t.Fatalf("mailbox byte quota: %v", err)
+	}
+	big := env(to, b, 99, t0)
+	big.Ciphertext = make([]byte, 41)
+	if _, err := s.Put(ctx, big, t0); !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("oversized envelope: %v", err)
+	}
+	// Deleting frees the sender's quota.
+	if _, err := s.Delete(ctx, to, []wire.MessageID{msgID(0)}, t0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Put(ctx, env(to, a, 4, t0), t0); err != nil && !errors.Is(err, ErrMailboxFull) {
+		t.Fatalf("after delete: %v", err)
+	}
+}
+
+func TestStoreDropRefusesRevokedDevice(t *testing.T) {
+	ctx := context.Background()
+	s := newTestStore(t, Limits{})
+	to, from := randDevice(t), randDevice(t)
+	if _, err := s.Put(ctx, env(to, from, 1, t0), t0); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Drop(ctx, to, t0); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := s.Count(ctx, to); n != 0 {
+		t.Fatalf("count %d after drop", n)
+	}
+	if _, err := s.Put(ctx, env(to, from, 2, t0), t0); !errors.Is(err, ErrRevoked) {
+		t.Fatalf("put after revocation: %v", err)
+	}
+	if devs, _ := s.Devices(ctx); len(devs) != 0 {
+		t.Fatalf("devices %v", devs)
+	}
+}
+
+func TestStoreDeleteMarksExpire(t *testing.T) {
+	ctx := context.Background()
+	s := newTestStore(t, Limits{TTL: time.Hour, DeleteMarkTTL: 2 * time.Hour})
+	to, from := randDevice(t), randDevice(t)
+	if _, err := s.Put(ctx, env(to, from, 1, t0), t0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Delete(ctx, to, []wire.MessageID{msgID(1)}, t0); err != nil {
+		t.Fatal(err)
+	}
+	sum, _ := s.Summary(ctx, to)
+	if len(sum.Deleted) != 1 || len(sum.IDs) != 0 {
+		t.Fatalf("summary %+v", sum)
+	}
+	res, err := s.Expire(ctx, t0.Add(3*time.Hour))
+	if err != nil || res.MarksDropped != 1 {
+		t.Fatalf("expire: %+v %v", res, err)
+	}
+	if devs, _ := s.Devices(ctx); len(devs) != 0 {
+		t.Fatalf("mailbox left behind: %v", devs)
+	}
+}
