@@ -1,6 +1,7 @@
 package e2ee
 
 import (
+	"bytes"
 	"maps"
 	"slices"
 	"time"
@@ -108,6 +109,12 @@ func (st *replayState) clone() *replayState {
 // run structure first (kind, sequence, link, time), then the signer, then the signature, then the body, so the
 // reason names the most specific fault.
 func (st *replayState) apply(i int, s *Statement) *ChainError {
+	// Fields and encoding must agree: the signature is checked over the encoding, the state is built from the
+	// fields.
+	if tr, err := s.transcript(); err != nil || len(s.raw) != len(tr)+signatureSize ||
+		!bytes.Equal(tr, s.raw[:len(tr)]) || !bytes.Equal(s.Sig, s.raw[len(tr):]) {
+		return chainErr(i, ReasonMalformed, "statement fields differ from its encoding")
+	}
 	if i == 0 {
 		return st.applyGenesis(s)
 	}

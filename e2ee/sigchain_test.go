@@ -117,10 +117,15 @@ func TestChainEncodeDecodeRoundTrip(t *testing.T) {
 }
 
 func TestChainEveryByteFlipRefused(t *testing.T) {
-	c, _, _, _ := fullChain(t)
-	// Keep it to genesis + add-device + username to bound the run time; every statement layout is covered by
-	// the per-statement flips below.
-	short := &Chain{stmts: c.Statements()[:3]}
+	// The chain framing and the genesis statement, on a short chain.
+	a := testDevice(t, "a")
+	short, err := NewAccount(a, t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := short.Append(a, &SetUsername{Username: "al"}, t0); err != nil {
+		t.Fatal(err)
+	}
 	flipEachByte(t, "chain", short.Encode(), func(p []byte) error {
 		d, err := DecodeChain(p)
 		if err != nil {
@@ -129,15 +134,25 @@ func TestChainEveryByteFlipRefused(t *testing.T) {
 		_, err = Replay(d)
 		return err
 	})
-	for i, s := range c.Statements()[3:] {
-		idx := i + 3
+	// Every other statement layout, in place in a full chain.
+	c, _, _, _ := fullChain(t)
+	stmts := c.Statements()
+	for _, idx := range []int{1, 2, 3, 4, 6} {
+		s := stmts[idx]
+		// Replay the prefix once; each variant is then checked as the next statement, exactly as Replay does.
+		prefix, err := replay(stmts[:idx])
+		if err != nil {
+			t.Fatal(err)
+		}
 		flipEachByte(t, "statement "+s.Kind.String(), s.Encode(), func(p []byte) error {
 			d, err := DecodeStatement(p)
 			if err != nil {
 				return err
 			}
-			_, err = Replay(withStatement(c, idx, d))
-			return err
+			if err := prefix.clone().apply(idx, d); err != nil {
+				return err
+			}
+			return nil
 		})
 	}
 }
