@@ -65,14 +65,20 @@ func (s *Service) fetch(ctx context.Context, key string) (*held, error) {
 // adopt offers a verified record to the cache. The cache only moves
 // forward: a record that extends the cached chain replaces it, the same
 // chain refreshes it, and a rollback or fork is refused and counted. It
-// returns the cached (best known) record. When the account is held by this
-// node, the held copy moves forward too.
+// returns the cached (best known) record. Gossip only refreshes accounts
+// already cached (a node caches what its clients look up, not the whole
+// directory); lookups and local updates insert. When the account is held by
+// this node, the held copy moves forward too.
 func (s *Service) adopt(h *held, source string) *held {
+	insert := source != "gossip"
 	id := h.acct.ID
 	var out *held
 	var rel e2ee.Relation
 	s.accounts.update(id, func(old *held, had bool) (*held, bool) {
 		if !had {
+			if !insert {
+				return nil, false
+			}
 			out = h
 			return h, true
 		}
@@ -96,6 +102,11 @@ func (s *Service) adopt(h *held, source string) *held {
 	case e2ee.Forked:
 		s.m.staleRefused.WithLabelValues(source, "fork").Inc()
 		s.log.Warn("fork refused", "account", id.String(), "source", source, "fork_at", e2ee.ForkIndex(out.chain, h.chain))
+	}
+	if out == nil {
+		// Not cached here; a held copy still moves forward.
+		s.advanceHeld(h)
+		return h
 	}
 	if out == h {
 		for _, d := range h.acct.Devices {

@@ -77,7 +77,7 @@ func newCodec() codec {
 		ExtraReturnErrors: cbor.ExtraDecErrorUnknownField,
 		MaxNestedLevels:   8,
 		MaxArrayElements:  MaxReceipts,
-		MaxMapPairs:       8,
+		MaxMapPairs:       16,
 	}.DecMode()
 	if err != nil {
 		panic(fmt.Sprintf("keyregistry: cbor decoder options: %v", err)) // static options; cannot fail

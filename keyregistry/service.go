@@ -498,3 +498,14 @@ func (s *Service) refuse(op, subject string, err error) error {
 	s.m.refusals.WithLabelValues(CodeOf(err).Reason()).Inc()
 	return opErr(op, subject, err)
 }
+
+// Settings are the directory settings a node takes in its configuration.
+type Settings struct {
+	// Validator configures the record validators (clock, username lifetime).
+	Validator ValidatorConfig
+	// Limits are the service's limits; zero fields take defaults.
+	Limits Limits
+	// Publisher is the key publication log; nil stores records without
+	// receipts.
+	Publisher Publisher
+}

@@ -14,6 +14,7 @@ import (
 	"github.com/multiformats/go-multiaddr"
 
 	"github.com/iagon/gridchat/dht"
+	"github.com/iagon/gridchat/keyregistry"
 )
 
 // Default ports of a node. QUIC shares the TCP port number (it is UDP).
@@ -57,6 +58,9 @@ type Config struct {
 	// Validators adds DHT record namespaces and their validators; services
 	// and tests plug their namespaces in here.
 	Validators map[string]record.Validator
+	// Directory configures the key directory (clock, username lifetime,
+	// limits, publication log).
+	Directory keyregistry.Settings
 	// ConnectionGater, when set, may refuse connections to and from peers
 	// (an operator's block list; tests use it to partition a swarm).
 	ConnectionGater connmgr.ConnectionGater

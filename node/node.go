@@ -37,6 +37,7 @@ import (
 
 	"github.com/iagon/gridchat/dht"
 	"github.com/iagon/gridchat/gateway"
+	"github.com/iagon/gridchat/keyregistry"
 )
 
 // DatastoreDir is the Pebble datastore's directory inside the data directory.
@@ -58,6 +59,7 @@ type Node struct {
 	dht    *dht.DHT
 	pubsub *pubsub.PubSub
 	gw     *gateway.Server
+	dir    *keyregistry.Service
 
 	// ctx lives until Close; the node's goroutines and pubsub run under it.
 	ctx    context.Context
@@ -108,7 +110,7 @@ func New(ctx context.Context, cfg Config) (_ *Node, err error) {
 	n.dht, err = dht.New(n.host, dht.Config{
 		ProtocolPrefix: protocol.ID(cfg.ProtocolPrefix),
 		Datastore:      namespace.Wrap(n.store, ds.NewKey(dhtNamespace)),
-		Validators:     cfg.Validators,
+		Validators:     withDirectoryValidators(cfg.Validators, cfg.Directory.Validator),
 		MaxValueSize:   cfg.MaxRecordSize,
 		BootstrapPeers: p.bootstrap,
 		Logger:         n.log.With("part", "dht"),
@@ -137,6 +139,9 @@ func New(ctx context.Context, cfg Config) (_ *Node, err error) {
 	// after the grid's parts they use and before the gateway starts, so that
 	// they can add their routes to it with n.gw.Handle; Close stops them
 	// before the gateway and the grid.
+	if err := n.startDirectory(); err != nil {
+		return nil, err
+	}
 
 	if err := n.gw.Start(); err != nil {
 		return nil, fmt.Errorf("node: %w", err)
@@ -247,6 +252,9 @@ func (n *Node) Close() error {
 			errs = append(errs, n.gw.Close(ctx))
 			cancel()
 		}
+		if n.dir != nil {
+			errs = append(errs, n.dir.Close())
+		}
 		// Cancelling ctx stops gossipsub and the bootstrap goroutine.
 		n.cancel()
 		n.wg.Wait()
@@ -295,6 +303,9 @@ func (n *Node) Metrics() *prometheus.Registry { return n.reg }
 
 // Logger returns the node's logger.
 func (n *Node) Logger() *slog.Logger { return n.log }
+
+// Directory returns the node's key directory service.
+func (n *Node) Directory() *keyregistry.Service { return n.dir }
 
 // Gateway returns the node's HTTP server.
 func (n *Node) Gateway() *gateway.Server { return n.gw }

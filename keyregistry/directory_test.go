@@ -1,0 +1,530 @@
+package keyregistry_test
+
+import (
+	"context"
+	"crypto/ed25519"
+	"encoding/binary"
+	"errors"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/iagon/gridchat/e2ee"
+	"github.com/iagon/gridchat/internal/gridtest"
+	"github.com/iagon/gridchat/keyregistry"
+	"github.com/iagon/gridchat/node"
+)
+
+// testClock is a clock that tests can move forward.
+type testClock struct{ off atomic.Int64 }
+
+func (c *testClock) Now() time.Time          { return time.Now().Add(time.Duration(c.off.Load())) }
+func (c *testClock) Advance(d time.Duration) { c.off.Add(int64(d)) }
+
+// grid is a swarm of nodes with their directories.
+type grid struct {
+	t     testing.TB
+	nodes []*node.Node
+	clock *testClock
+}
+
+func newGrid(t testing.TB, n int, opts ...gridtest.Option) *grid {
+	t.Helper()
+	clk := &testClock{}
+	opts = append([]gridtest.Option{gridtest.InMemory(), gridtest.Configure(func(i int, cfg *node.Config) {
+		cfg.Directory.Validator.Now = clk.Now
+		cfg.Directory.Limits.LookupTimeout = 5 * time.Second
+	})}, opts...)
+	g := &grid{t: t, nodes: gridtest.Swarm(t, n, opts...), clock: clk}
+	g.waitTopicMesh()
+	return g
+}
+
+func (g *grid) dir(i int) *keyregistry.Service { return g.nodes[i].Directory() }
+
+func (g *grid) gatewayID(i int) []byte { return []byte(g.nodes[i].ID()) }
+
+// waitTopicMesh waits until every node knows every other node as a
+// subscriber of the directory topic, so announcements reach everyone.
+func (g *grid) waitTopicMesh() {
+	g.t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for _, nd := range g.nodes {
+		for len(nd.PubSub().ListPeers(keyregistry.Topic)) < len(g.nodes)-1 {
+			if time.Now().After(deadline) {
+				g.t.Fatalf("directory topic mesh not formed")
+			}
+			time.Sleep(10 * time.Millisecond) // polling an external condition with a deadline
+		}
+	}
+}
+
+// user is a client: its devices and its local copy of its chain.
+type user struct {
+	devs  []*e2ee.DeviceKeys
+	chain *e2ee.Chain
+	id    e2ee.AccountID
+}
+
+func ctxT(t testing.TB) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// register makes a new account and registers it through node i on
+// connection conn.
+func (g *grid) register(i int, conn string) (*user, *keyregistry.Account) {
+	g.t.Helper()
+	u, req := g.prepareRegistration(i, conn)
+	a, err := g.dir(i).Register(ctxT(g.t), conn, req)
+	if err != nil {
+		g.t.Fatalf("register through node %d: %v", i, err)
+	}
+	return u, a
+}
+
+func (g *grid) prepareRegistration(i int, conn string) (*user, keyregistry.RegisterRequest) {
+	g.t.Helper()
+	now := g.clock.Now()
+	dev, err := e2ee.NewDeviceKeys(now)
+	if err != nil {
+		g.t.Fatal(err)
+	}
+	c, err := e2ee.NewAccount(dev, now)
+	if err != nil {
+		g.t.Fatal(err)
+	}
+	grant, err := g.dir(i).Nonce(conn, dev.Public().Encode())
+	if err != nil {
+		g.t.Fatal(err)
+	}
+	proof, err := e2ee.SignRegistration(dev, g.gatewayID(i), grant.Nonce[:], now)
+	if err != nil {
+		g.t.Fatal(err)
+	}
+	ans, err := dev.AnswerKeyChallenge(g.gatewayID(i), grant.Nonce[:], grant.Challenge)
+	if err != nil {
+		g.t.Fatal(err)
+	}
+	u := &user{devs: []*e2ee.DeviceKeys{dev}, chain: c, id: c.AccountID()}
+	return u, keyregistry.RegisterRequest{Nonce: grant.Nonce, Chain: c.Encode(), Proof: proof.Encode(), Answer: ans}
+}
+
+// link adds a new device to u's chain (signed by u's first current device)
+// without submitting it.
+func (g *grid) link(u *user) *e2ee.DeviceKeys {
+	g.t.Helper()
+	now := g.clock.Now()
+	nd, err := e2ee.NewDeviceKeys(now)
+	if err != nil {
+		g.t.Fatal(err)
+	}
+	if _, err := u.chain.Append(u.devs[0], &e2ee.AddDevice{Cert: e2ee.NewDeviceCert(nd, u.id, now)}, now); err != nil {
+		g.t.Fatal(err)
+	}
+	u.devs = append(u.devs, nd)
+	return nd
+}
+
+func (g *grid) appendStmt(u *user, signer *e2ee.DeviceKeys, body e2ee.Body) {
+	g.t.Helper()
+	if _, err := u.chain.Append(signer, body, g.clock.Now()); err != nil {
+		g.t.Fatal(err)
+	}
+}
+
+func (g *grid) submit(i int, chain []byte) (*keyregistry.Account, error) {
+	return g.dir(i).Append(ctxT(g.t), chain)
+}
+
+func (g *grid) mustSubmit(i int, u *user) *keyregistry.Account {
+	g.t.Helper()
+	a, err := g.submit(i, u.chain.Encode())
+	if err != nil {
+		g.t.Fatalf("append through node %d: %v", i, err)
+	}
+	return a
+}
+
+// forgetAll empties every node's directory cache, so lookups go to the DHT.
+func (g *grid) forgetAll() {
+	for _, nd := range g.nodes {
+		nd.Directory().Forget()
+	}
+}
+
+// checkHeld asserts that every node, asked through the DHT alone, returns
+// the account with exactly the statements of want.
+func (g *grid) checkHeld(id e2ee.AccountID, want *e2ee.Chain) {
+	g.t.Helper()
+	g.forgetAll()
+	for i := range g.nodes {
+		a, err := g.dir(i).LookupAccount(ctxT(g.t), id)
+		if err != nil {
+			g.t.Fatalf("node %d: lookup: %v", i, err)
+		}
+		if a.Length != uint64(want.Len()) || a.Head != want.Head() {
+			g.t.Fatalf("node %d holds %d statements (head %x), want %d (head %x)", i, a.Length, a.Head[:4], want.Len(), want.Head())
+		}
+	}
+}
+
+// sameDevices asserts that a lists exactly the devices, keys and revocations
+// of the replayed chain c.
+func sameDevices(t testing.TB, a *keyregistry.Account, c *e2ee.Chain) {
+	t.Helper()
+	st, err := e2ee.Replay(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.ID != st.Account || a.Username != st.Username {
+		t.Fatalf("account %s %q, want %s %q", a.ID, a.Username, st.Account, st.Username)
+	}
+	if len(a.Devices) != len(st.Devices)+len(st.Revoked) {
+		t.Fatalf("%d devices, want %d", len(a.Devices), len(st.Devices)+len(st.Revoked))
+	}
+	for _, d := range st.Devices {
+		got, ok := a.Device(d.ID)
+		if !ok || got.Revoked || !got.Public.Equal(d.Public) || got.Added != d.AddedAt {
+			t.Fatalf("device %s: got %+v, want current with keys as signed", d.ID, got)
+		}
+	}
+	for _, d := range st.Revoked {
+		got, ok := a.Device(d.ID)
+		if !ok || !got.Revoked || got.RevokedAt != d.RevokedAt || !got.Public.Equal(d.Public) {
+			t.Fatalf("device %s: got %+v, want revoked at %d", d.ID, got, d.RevokedAt)
+		}
+	}
+}
+
+func TestAccountRegisteredOnNode1IsFoundByIDAndUsernameOnNode5(t *testing.T) {
+	g := newGrid(t, 5)
+	u, _ := g.register(0, "conn-1")
+	g.link(u)
+	g.appendStmt(u, u.devs[0], &e2ee.SetUsername{Username: "alice.liddell"})
+	g.mustSubmit(0, u)
+
+	a, err := g.dir(4).LookupAccount(ctxT(t), u.id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sameDevices(t, a, u.chain)
+	if a.Length != 3 || a.Username != "alice.liddell" {
+		t.Fatalf("account by ID: length %d, username %q", a.Length, a.Username)
+	}
+	g.forgetAll()
+	b, err := g.dir(4).LookupUsername(ctxT(t), "Alice.Liddell")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b.ID != u.id {
+		t.Fatalf("username resolves to %s, want %s", b.ID, u.id)
+	}
+	sameDevices(t, b, u.chain)
+	for _, dev := range u.devs {
+		g.forgetAll()
+		c, d, err := g.dir(4).LookupDevice(ctxT(t), dev.ID())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.ID != u.id || !d.Public.Equal(dev.Public()) || d.Revoked {
+			t.Fatalf("device %s: account %s, device %+v", dev.ID(), c.ID, d)
+		}
+	}
+}
+
+func TestLinkAndRevokeReachEveryNodeByGossipAndAfterColdRestart(t *testing.T) {
+	g := newGrid(t, 5)
+	u, _ := g.register(0, "conn-1")
+	// Warm every cache, so only gossip can make the change visible in time.
+	for i := range g.nodes {
+		if _, err := g.dir(i).LookupAccount(ctxT(t), u.id); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	waitAll := func(what string, ok func(a *keyregistry.Account) bool) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for i := range g.nodes {
+			for {
+				a, err := g.dir(i).LookupAccount(ctxT(t), u.id)
+				if err == nil && ok(a) {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("node %d did not see %s within 5 s (err %v)", i, what, err)
+				}
+				time.Sleep(20 * time.Millisecond) // polling for gossip with a deadline
+			}
+		}
+	}
+
+	linked := g.link(u)
+	g.mustSubmit(1, u)
+	waitAll("the linked device", func(a *keyregistry.Account) bool {
+		d, ok := a.Device(linked.ID())
+		return ok && !d.Revoked
+	})
+
+	g.appendStmt(u, u.devs[0], &e2ee.RevokeDevice{Device: linked.ID()})
+	g.mustSubmit(2, u)
+	waitAll("the revocation", func(a *keyregistry.Account) bool {
+		d, ok := a.Device(linked.ID())
+		return ok && d.Revoked
+	})
+	for i := range g.nodes {
+		auth, err := g.dir(i).AuthDevice(ctxT(t), linked.ID())
+		if err != nil || !auth.Revoked || auth.Account != u.id {
+			t.Fatalf("node %d: auth of revoked device: %+v, %v", i, auth, err)
+		}
+	}
+
+	// Cache-cold restart of one node (same data directory), and cold caches
+	// everywhere else: the DHT alone must give the revocation.
+	cfg := gridtest.NodeConfig(t, 9, gridtest.Configure(func(_ int, c *node.Config) {
+		c.Directory.Validator.Now = g.clock.Now
+		for _, a := range g.nodes[0].P2PAddrs() {
+			c.Bootstrap = append(c.Bootstrap, a.String())
+		}
+	}))
+	fresh, err := node.New(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = fresh.Close() })
+	if err := fresh.DHT().WaitForPeers(ctxT(t), len(g.nodes)); err != nil {
+		t.Fatal(err)
+	}
+	g.forgetAll()
+	for i, d := range append([]*keyregistry.Service{fresh.Directory()}, func() []*keyregistry.Service {
+		var out []*keyregistry.Service
+		for i := range g.nodes {
+			out = append(out, g.dir(i))
+		}
+		return out
+	}()...) {
+		a, err := d.LookupAccount(ctxT(t), u.id)
+		if err != nil {
+			t.Fatalf("cold directory %d: %v", i, err)
+		}
+		sameDevices(t, a, u.chain)
+		_, dev, err := d.LookupDevice(ctxT(t), linked.ID())
+		if err != nil || !dev.Revoked {
+			t.Fatalf("cold directory %d: device lookup: %+v, %v", i, dev, err)
+		}
+	}
+}
+
+// mustRefuse asserts that err carries the sentinel want.
+func mustRefuse(t testing.TB, what string, err, want error) {
+	t.Helper()
+	if !errors.Is(err, want) {
+		t.Fatalf("%s: got %v, want %v", what, err, want)
+	}
+	if keyregistry.CodeOf(err) == keyregistry.CodeInternal {
+		t.Fatalf("%s: no stable code for %v", what, err)
+	}
+}
+
+func TestRefusedUpdatesLeaveNoTrace(t *testing.T) {
+	g := newGrid(t, 3)
+	u, _ := g.register(0, "conn-u")
+	g.link(u)
+	g.mustSubmit(0, u)
+	accepted := u.chain.Encode()
+	acceptedChain, _ := e2ee.DecodeChain(accepted)
+
+	t.Run("forged signature", func(t *testing.T) {
+		c, _ := e2ee.DecodeChain(accepted)
+		if _, err := c.Append(u.devs[0], &e2ee.SetProfile{Profile: e2ee.Profile{Name: "Mallory"}}, g.clock.Now()); err != nil {
+			t.Fatal(err)
+		}
+		b := c.Encode()
+		b[len(b)-1] ^= 1 // last byte of the last statement's signature
+		_, err := g.submit(1, b)
+		mustRefuse(t, "forged signature", err, keyregistry.ErrBadSignature)
+		g.checkHeld(u.id, acceptedChain)
+	})
+
+	t.Run("statement signed by a revoked device", func(t *testing.T) {
+		c, _ := e2ee.DecodeChain(accepted)
+		revoked := u.devs[1]
+		if _, err := c.Append(u.devs[0], &e2ee.RevokeDevice{Device: revoked.ID()}, g.clock.Now()); err != nil {
+			t.Fatal(err)
+		}
+		b := appendForged(t, c, revoked, e2ee.KindSetUsername, lenPrefixed([]byte("mallory")), g.clock.Now())
+		_, err := g.submit(1, b)
+		mustRefuse(t, "revoked signer", err, keyregistry.ErrRevokedSigner)
+		g.checkHeld(u.id, acceptedChain)
+	})
+
+	t.Run("rollback", func(t *testing.T) {
+		short, _ := e2ee.DecodeChain(accepted)
+		stmts := short.Statements()
+		genesisOnly := chainOf(t, stmts[:1])
+		_, err := g.submit(2, genesisOnly)
+		mustRefuse(t, "rollback", err, keyregistry.ErrRollback)
+		g.checkHeld(u.id, acceptedChain)
+	})
+
+	t.Run("fork", func(t *testing.T) {
+		a, _ := e2ee.DecodeChain(accepted)
+		b, _ := e2ee.DecodeChain(accepted)
+		g.appendStmt(&user{chain: a}, u.devs[0], &e2ee.SetProfile{Profile: e2ee.Profile{Name: "one"}})
+		g.appendStmt(&user{chain: b}, u.devs[1], &e2ee.SetProfile{Profile: e2ee.Profile{Name: "two"}})
+		if _, err := g.submit(1, a.Encode()); err != nil {
+			t.Fatal(err)
+		}
+		_, err := g.submit(2, b.Encode())
+		mustRefuse(t, "fork", err, keyregistry.ErrFork)
+		g.checkHeld(u.id, a)
+		accepted = a.Encode()
+		acceptedChain = a
+	})
+
+	t.Run("username held by another account", func(t *testing.T) {
+		u.chain, _ = e2ee.DecodeChain(accepted)
+		g.appendStmt(u, u.devs[0], &e2ee.SetUsername{Username: "queen.of.hearts"})
+		g.mustSubmit(0, u)
+		accepted = u.chain.Encode()
+		acceptedChain = u.chain
+
+		v, _ := g.register(1, "conn-v")
+		before := v.chain.Encode()
+		beforeChain, _ := e2ee.DecodeChain(before)
+		g.appendStmt(v, v.devs[0], &e2ee.SetUsername{Username: "queen.of.hearts"})
+		_, err := g.submit(2, v.chain.Encode())
+		mustRefuse(t, "username taken", err, keyregistry.ErrUsernameTaken)
+		g.checkHeld(v.id, beforeChain)
+		g.forgetAll()
+		for i := range g.nodes {
+			a, err := g.dir(i).LookupUsername(ctxT(t), "queen.of.hearts")
+			if err != nil || a.ID != u.id {
+				t.Fatalf("node %d: username now resolves to %v, %v", i, a, err)
+			}
+		}
+	})
+
+	t.Run("too large", func(t *testing.T) {
+		big := make([]byte, keyregistry.MaxRecordSize+1)
+		_, err := g.submit(0, big)
+		mustRefuse(t, "too large", err, keyregistry.ErrTooLarge)
+		g.checkHeld(u.id, acceptedChain)
+	})
+}
+
+func TestRegistrationNonceRules(t *testing.T) {
+	g := newGrid(t, 2)
+	d := g.dir(0)
+
+	t.Run("replayed", func(t *testing.T) {
+		_, req := g.prepareRegistration(0, "c1")
+		if _, err := d.Register(ctxT(t), "c1", req); err != nil {
+			t.Fatal(err)
+		}
+		_, err := d.Register(ctxT(t), "c1", req)
+		mustRefuse(t, "replayed nonce", err, keyregistry.ErrNonceReplayed)
+	})
+	t.Run("expired", func(t *testing.T) {
+		u, req := g.prepareRegistration(0, "c2")
+		g.clock.Advance(keyregistry.DefaultLimits().NonceTTL + time.Second)
+		_, err := d.Register(ctxT(t), "c2", req)
+		mustRefuse(t, "expired nonce", err, keyregistry.ErrNonceExpired)
+		if _, err := g.dir(1).LookupAccount(ctxT(t), u.id); !errors.Is(err, keyregistry.ErrNotFound) {
+			t.Fatalf("refused account is stored: %v", err)
+		}
+	})
+	t.Run("other connection", func(t *testing.T) {
+		u, req := g.prepareRegistration(0, "c3")
+		_, err := d.Register(ctxT(t), "c4", req)
+		mustRefuse(t, "nonce from another connection", err, keyregistry.ErrNonceOtherConn)
+		if _, err := g.dir(1).LookupAccount(ctxT(t), u.id); !errors.Is(err, keyregistry.ErrNotFound) {
+			t.Fatalf("refused account is stored: %v", err)
+		}
+	})
+	t.Run("forged registration proof", func(t *testing.T) {
+		u, req := g.prepareRegistration(0, "c5")
+		req.Proof[len(req.Proof)-1] ^= 1
+		_, err := d.Register(ctxT(t), "c5", req)
+		mustRefuse(t, "forged proof", err, keyregistry.ErrBadSignature)
+		if _, err := g.dir(1).LookupAccount(ctxT(t), u.id); !errors.Is(err, keyregistry.ErrNotFound) {
+			t.Fatalf("refused account is stored: %v", err)
+		}
+	})
+	t.Run("wrong key challenge answer", func(t *testing.T) {
+		_, req := g.prepareRegistration(0, "c6")
+		req.Answer[0] ^= 1
+		_, err := d.Register(ctxT(t), "c6", req)
+		mustRefuse(t, "wrong challenge answer", err, keyregistry.ErrBadProof)
+	})
+}
+
+// lenPrefixed returns p with a big-endian uint32 length prefix.
+func lenPrefixed(p []byte) []byte {
+	return append(binary.BigEndian.AppendUint32(nil, uint32(len(p))), p...)
+}
+
+// signingKey extracts a device's Ed25519 key from its private encoding
+// (docs/PROTOCOL.md §1.5: 11-byte header, then the 32-byte seed).
+func signingKey(t testing.TB, dk *e2ee.DeviceKeys) ed25519.PrivateKey {
+	t.Helper()
+	enc := dk.Encode()
+	return ed25519.NewKeyFromSeed(enc[11 : 11+32])
+}
+
+// appendForged appends to c a statement signed by signer whatever c's state
+// says about signer (the client library refuses to), and returns the
+// encoded chain.
+func appendForged(t testing.TB, c *e2ee.Chain, signer *e2ee.DeviceKeys, kind e2ee.StatementKind, body []byte, now time.Time) []byte {
+	t.Helper()
+	stmts := c.Statements()
+	last := stmts[len(stmts)-1]
+	prev := last.Hash()
+	signerID := signer.ID()
+	tr := []byte{0x04, 0x01, 0x01, 0x00, 0x01, 0x64, 0x7a, 0x00, 0x01, 0x00, 0x03} // tag, version, suite
+	tr = append(tr, byte(kind))
+	tr = binary.BigEndian.AppendUint64(tr, uint64(len(stmts)))
+	tr = append(tr, prev[:]...)
+	tr = binary.BigEndian.AppendUint64(tr, uint64(now.Unix()))
+	tr = append(tr, signerID[:]...)
+	tr = append(tr, lenPrefixed(body)...)
+	sig, err := signingKey(t, signer).Sign(nil, tr, &ed25519.Options{Context: "gridchat/v1/sigchain/" + kind.String()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw := append(tr, sig...)
+	if _, err := e2ee.DecodeStatement(raw); err != nil {
+		t.Fatalf("forged statement does not decode: %v", err)
+	}
+	encs := make([][]byte, 0, len(stmts)+1)
+	for _, s := range stmts {
+		encs = append(encs, s.Encode())
+	}
+	return chainBytes(append(encs, raw))
+}
+
+// chainBytes encodes statements as a chain (docs/PROTOCOL.md §1: header,
+// uint32 count, length-prefixed statements).
+func chainBytes(stmts [][]byte) []byte {
+	b := []byte{0x05, 0x01, 0x01, 0x00, 0x01, 0x64, 0x7a, 0x00, 0x01, 0x00, 0x03}
+	b = binary.BigEndian.AppendUint32(b, uint32(len(stmts)))
+	for _, s := range stmts {
+		b = append(b, lenPrefixed(s)...)
+	}
+	return b
+}
+
+func chainOf(t testing.TB, stmts []*e2ee.Statement) []byte {
+	t.Helper()
+	var encs [][]byte
+	for _, s := range stmts {
+		encs = append(encs, s.Encode())
+	}
+	b := chainBytes(encs)
+	if _, err := e2ee.DecodeChain(b); err != nil {
+		t.Fatalf("chain encoding: %v", err)
+	}
+	return b
+}
