@@ -200,11 +200,11 @@ func DecodeServerFrame(data []byte) (ServerFrame, error) {
 		}
 		return ServerFrame{Push: &Push{Name: name, Body: body}}, nil
 	}
+	rawErr, hasErr := m["error"]
 	id, err := decodeID(m)
-	if err != nil {
+	if err != nil && !(hasErr && string(m["id"]) == "0") { // id 0 answers a frame whose id was unreadable
 		return ServerFrame{}, err
 	}
-	rawErr, hasErr := m["error"]
 	if !hasErr {
 		body, err := decodeBody(m)
 		if err != nil {

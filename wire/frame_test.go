@@ -90,6 +90,14 @@ func TestServerFramesRoundTrip(t *testing.T) {
 		t.Fatalf("error: %+v %v", f, err)
 	}
 
+	f, err = DecodeServerFrame(EncodeError(0, Errorf(CodeMalformed, "bad")))
+	if err != nil || f.Response == nil || f.Response.ID != 0 || !errors.Is(f.Response.Error, ErrMalformed) {
+		t.Fatalf("id-0 error: %+v %v", f, err)
+	}
+	if _, err := DecodeServerFrame([]byte(`{"v":1,"id":0,"body":{}}`)); err == nil {
+		t.Fatal("id-0 response with a body accepted")
+	}
+
 	p, err := EncodePush(PushEnvelope, EnvelopePush{MessageID: bytes.Repeat([]byte{7}, 16)})
 	if err != nil {
 		t.Fatal(err)

@@ -1,0 +1,359 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/coder/websocket"
+	"golang.org/x/time/rate"
+
+	"github.com/iagon/gridchat/e2ee"
+	"github.com/iagon/gridchat/wire"
+)
+
+// conn is one client WebSocket connection.
+type conn struct {
+	hub *Hub
+	ws  *websocket.Conn
+
+	ctx    context.Context // cancelled when the connection ends
+	cancel context.CancelFunc
+
+	send     chan []byte   // bounded send queue, drained by the writer
+	inflight chan struct{} // one token per Deferred running
+	limiter  *rate.Limiter
+	lastSeen atomic.Int64 // unix nanos of the last frame or pong
+
+	closeOnce   sync.Once
+	closeReq    chan struct{} // closed by close; the writer then ends the connection
+	closeCode   websocket.StatusCode
+	closeReason string
+	wg          sync.WaitGroup // writer, pinger and Deferred goroutines
+
+	mu        sync.Mutex
+	nonce     []byte
+	nonceUsed bool
+	authed    bool
+	device    wire.DeviceID
+	account   e2ee.AccountID
+	acctLim   *rate.Limiter
+}
+
+func newConn(h *Hub, ws *websocket.Conn) *conn {
+	c := &conn{
+		hub:      h,
+		ws:       ws,
+		send:     make(chan []byte, h.lim.SendQueue),
+		inflight: make(chan struct{}, h.lim.MaxInFlight),
+		limiter:  rate.NewLimiter(rate.Limit(h.lim.RequestsPerSecond), h.lim.RequestBurst),
+		closeReq: make(chan struct{}),
+	}
+	c.ctx, c.cancel = context.WithCancel(context.Background())
+	c.lastSeen.Store(h.now().UnixNano())
+	return c
+}
+
+func (c *conn) takeNonce() ([]byte, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.nonceUsed || c.nonce == nil {
+		return nil, wire.Errorf(wire.CodeBadNonce, "this connection's nonce was already used")
+	}
+	c.nonceUsed = true
+	return c.nonce, nil
+}
+
+func (c *conn) identity() (bool, wire.DeviceID, e2ee.AccountID, *rate.Limiter) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.authed, c.device, c.account, c.acctLim
+}
+
+// serve runs the connection: hello, then the read loop until the client goes or the connection is closed.
+func (c *conn) serve(reqCtx context.Context) {
+	h := c.hub
+	defer c.finish()
+	c.ws.SetReadLimit(h.lim.MaxPreAuthFrameBytes)
+
+	nonce, err := newNonce()
+	if err != nil {
+		c.close(websocket.StatusInternalError, "internal error", "internal")
+		return
+	}
+	c.mu.Lock()
+	c.nonce = nonce
+	c.mu.Unlock()
+
+	c.wg.Add(2)
+	go c.writeLoop()
+	go c.pingLoop()
+
+	hello, err := wire.EncodePush(wire.PushHello, wire.Hello{
+		Nonce: nonce, Gateway: h.cfg.Gateway, Addrs: h.cfg.Addrs, Version: wire.Version, Limits: h.wireLimits(),
+	})
+	if err != nil || !c.enqueue(hello) {
+		c.close(websocket.StatusInternalError, "internal error", "internal")
+		return
+	}
+	// The handshake deadline: a client that has not authenticated in time is cut, whatever it sends meanwhile.
+	timer := time.AfterFunc(h.lim.HandshakeTimeout, func() {
+		if authed, _, _, _ := c.identity(); !authed {
+			c.close(CloseHandshakeTimeout, "handshake timeout", "handshake_timeout")
+		}
+	})
+	defer timer.Stop()
+
+	var lastID uint64
+	violations := 0
+	for !c.closing() {
+		typ, data, err := c.ws.Read(c.ctx)
+		if err != nil {
+			var ce websocket.CloseError
+			switch {
+			case errors.As(err, &ce):
+				h.metrics.closed.WithLabelValues("client").Inc()
+			case websocket.CloseStatus(err) == -1 && c.ctx.Err() == nil && isReadLimit(err):
+				h.metrics.closed.WithLabelValues("too_large").Inc()
+			}
+			c.close(websocket.StatusNormalClosure, "", "")
+			return
+		}
+		c.lastSeen.Store(h.now().UnixNano())
+		h.metrics.framesIn.Inc()
+
+		authed, _, _, acctLim := c.identity()
+		if !c.limiter.Allow() || (acctLim != nil && !acctLim.Allow()) {
+			violations++
+			req, _ := wire.DecodeRequest(data)
+			c.refuse(req.ID, wire.Errorf(wire.CodeRateLimited, "rate limit exceeded; slow down"))
+			if violations >= h.lim.MaxRateViolations {
+				c.close(CloseRateLimited, "rate limit exceeded", "rate_limited")
+				return
+			}
+			continue
+		}
+		violations = 0
+		if typ != websocket.MessageText {
+			c.refuse(0, wire.Errorf(wire.CodeMalformed, "frames are JSON text messages"))
+			continue
+		}
+		req, err := wire.DecodeRequest(data)
+		if err != nil {
+			c.refuse(req.ID, h.errorFor("decode", err))
+			continue
+		}
+		if req.ID <= lastID {
+			c.refuse(req.ID, wire.Errorf(wire.CodeDuplicateID, "id %d is not greater than %d", req.ID, lastID))
+			continue
+		}
+		lastID = req.ID
+		e, ok := h.op(req.Op)
+		if !ok {
+			c.refuse(req.ID, wire.Errorf(wire.CodeUnknownOp, "no operation %q", req.Op))
+			continue
+		}
+		if !authed && !e.preAuth {
+			c.refuse(req.ID, wire.Errorf(wire.CodeUnauthenticated, "%s needs an authenticated connection; send auth first", req.Op))
+			continue
+		}
+		if !c.dispatch(req, e) {
+			return
+		}
+	}
+}
+
+// dispatch runs one request's handler; it returns false when the connection is over.
+func (c *conn) dispatch(req wire.Request, e opEntry) bool {
+	authed, dev, acct, _ := c.identity()
+	call := &Call{ID: req.ID, Op: req.Op, Body: req.Body, Authenticated: authed, Device: dev, Account: acct,
+		Gateway: c.hub.cfg.Gateway, conn: c}
+	res, err := e.h(c.ctx, call)
+	if d, ok := res.(Deferred); ok && err == nil {
+		select {
+		case c.inflight <- struct{}{}:
+		case <-c.ctx.Done():
+			return false
+		}
+		c.wg.Add(1)
+		go func() {
+			defer c.wg.Done()
+			defer func() { <-c.inflight }()
+			res, err := d(c.ctx)
+			c.respond(req, res, err)
+		}()
+		return true
+	}
+	c.respond(req, res, err)
+	if fatal := closeAfter(err); fatal != 0 {
+		reason := c.hub.errorFor(req.Op, err).Reason
+		c.close(fatal, reason, reason)
+		return false
+	}
+	return true
+}
+
+func (c *conn) respond(req wire.Request, res any, err error) {
+	if err != nil {
+		c.refuse(req.ID, c.hub.errorFor(req.Op, err))
+		return
+	}
+	b, err := wire.EncodeResponse(req.ID, res)
+	if err != nil {
+		c.refuse(req.ID, c.hub.errorFor(req.Op, err))
+		return
+	}
+	c.enqueue(b)
+}
+
+// closeAfter returns the close code for errors that end the connection (failed auth), or 0.
+func closeAfter(err error) websocket.StatusCode {
+	var ae *authError
+	if errors.As(err, &ae) {
+		return CloseAuthFailed
+	}
+	return 0
+}
+
+// authError marks an auth failure: its error frame is sent, then the connection is closed.
+type authError struct{ err *wire.Error }
+
+func (e *authError) Error() string { return e.err.Error() }
+func (e *authError) Unwrap() error { return e.err }
+
+func (c *conn) refuse(id uint64, e *wire.Error) {
+	c.hub.metrics.refused.WithLabelValues(e.Reason).Inc()
+	c.enqueue(wire.EncodeError(id, e))
+}
+
+// enqueue queues a frame for the client without blocking. A full queue closes the connection as a slow
+// consumer: the node never buffers without bound for a client that does not read.
+func (c *conn) enqueue(frame []byte) bool {
+	if c.closing() {
+		return false
+	}
+	select {
+	case c.send <- frame:
+		c.hub.metrics.queueDepth.Inc()
+		return true
+	default:
+		c.close(CloseSlowConsumer, "slow consumer: send queue full", "slow_consumer")
+		return false
+	}
+}
+
+// writeLoop writes queued frames in order. When the connection is closed it writes what is still queued
+// (unless the client is a slow consumer), then the close frame, and only then cancels the connection's context,
+// so an error frame that explains a close reaches the client before the close.
+func (c *conn) writeLoop() {
+	defer c.wg.Done()
+	defer c.cancel()
+	write := func(f []byte) error {
+		c.hub.metrics.queueDepth.Dec()
+		ctx, cancel := context.WithTimeout(c.ctx, c.hub.lim.WriteTimeout)
+		defer cancel()
+		return c.ws.Write(ctx, websocket.MessageText, f)
+	}
+	for {
+		select {
+		case <-c.closeReq:
+			if c.closeCode != CloseSlowConsumer {
+			drain:
+				for {
+					select {
+					case f := <-c.send:
+						if write(f) != nil {
+							break drain
+						}
+					default:
+						break drain
+					}
+				}
+			}
+			_ = c.ws.Close(c.closeCode, c.closeReason)
+			return
+		case f := <-c.send:
+			if err := write(f); err != nil {
+				c.close(websocket.StatusGoingAway, "write failed", "write_failed")
+			}
+		}
+	}
+}
+
+func (c *conn) pingLoop() {
+	defer c.wg.Done()
+	lim := c.hub.lim
+	t := time.NewTicker(lim.PingInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-c.ctx.Done():
+			return
+		case <-t.C:
+		}
+		ctx, cancel := context.WithTimeout(c.ctx, lim.PingInterval)
+		err := c.ws.Ping(ctx)
+		cancel()
+		if err == nil {
+			c.lastSeen.Store(c.hub.now().UnixNano())
+		}
+		if idle := c.hub.now().Sub(time.Unix(0, c.lastSeen.Load())); idle > lim.IdleTimeout {
+			c.close(CloseIdleTimeout, "idle timeout", "idle_timeout")
+			return
+		}
+	}
+}
+
+// close ends the connection once: the writer sends what is queued, then a close frame of code and reason.
+// metric labels the cause in the closed-connections counter ("" for a client that left).
+func (c *conn) close(code websocket.StatusCode, reason, metric string) {
+	c.closeOnce.Do(func() {
+		if metric != "" {
+			c.hub.metrics.closed.WithLabelValues(metric).Inc()
+		}
+		c.closeCode, c.closeReason = code, reason
+		close(c.closeReq)
+		if code == CloseSlowConsumer {
+			// The client does not read: a write may be blocked on it, and a close frame would not get through.
+			c.cancel()
+		}
+	})
+}
+
+func (c *conn) closing() bool {
+	select {
+	case <-c.closeReq:
+		return true
+	default:
+		return false
+	}
+}
+
+// finish runs when serve returns: it waits for the connection's goroutines and removes it from the hub.
+func (c *conn) finish() {
+	c.close(websocket.StatusNormalClosure, "", "")
+	c.wg.Wait()
+	_ = c.ws.CloseNow()
+	c.cancel()
+	for len(c.send) > 0 {
+		<-c.send
+		c.hub.metrics.queueDepth.Dec()
+	}
+	c.hub.unregister(c)
+}
+
+func isReadLimit(err error) bool {
+	return err != nil && websocket.CloseStatus(err) == -1 && containsReadLimited(err.Error())
+}
+
+func containsReadLimited(s string) bool {
+	const m = "read limited"
+	for i := 0; i+len(m) <= len(s); i++ {
+		if s[i:i+len(m)] == m {
+			return true
+		}
+	}
+	return false
+}
