@@ -358,9 +358,9 @@ func TestMalformedFramesAreRefusedAndConnectionKept(t *testing.T) {
 	ca := th.login(t, a)
 	for _, f := range []string{
 		`{"v":1,"id":100,"op":"send","body":{"message_id":`, // truncated JSON
-		`{"v":1,"id":101,"op":"send","body":{},"x":1}`,     // unknown field
-		`{"v":9,"id":102,"op":"send","body":{}}`,           // wrong version
-		`{"v":1,"op":"send","body":{}}`,                    // missing id
+		`{"v":1,"id":101,"op":"send","body":{},"x":1}`,      // unknown field
+		`{"v":9,"id":102,"op":"send","body":{}}`,            // wrong version
+		`{"v":1,"op":"send","body":{}}`,                     // missing id
 		`not json at all`,
 	} {
 		if err := ca.WriteRaw(ctxT(t), []byte(f)); err != nil {
