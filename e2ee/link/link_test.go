@@ -363,18 +363,6 @@ func TestEveryShortCodeSymbolChangeIsRefused(t *testing.T) {
 			}
 		}
 	}
-	// Adjacent transpositions of distinct symbols are also caught.
-	plain := strings.ReplaceAll(code, "-", "")
-	for i := 0; i+1 < len(plain); i++ {
-		if plain[i] == plain[i+1] {
-			continue
-		}
-		sw := []byte(plain)
-		sw[i], sw[i+1] = sw[i+1], sw[i]
-		if tk, err := ParseShortCode(string(sw)); err == nil && bytes.Equal(tk.Password, ticketFor(t, h).Password) {
-			t.Fatalf("transposition at %d accepted as the same code", i)
-		}
-	}
 }
 
 func TestShortCodeReadsForgivingly(t *testing.T) {
