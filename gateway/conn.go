@@ -92,7 +92,7 @@ func (c *conn) serve(reqCtx context.Context) {
 	go c.pingLoop()
 
 	hello, err := wire.EncodePush(wire.PushHello, wire.Hello{
-		Nonce: nonce, Gateway: h.cfg.Gateway, Addrs: h.cfg.Addrs, Version: wire.Version, Limits: h.wireLimits(),
+		Nonce: nonce, Gateway: h.cfg.Gateway, GatewayID: h.cfg.GatewayID, Addrs: h.cfg.Addrs, Version: wire.Version, Limits: h.wireLimits(),
 	})
 	if err != nil || !c.enqueue(hello) {
 		c.close(websocket.StatusInternalError, "internal error", "internal")
@@ -169,7 +169,7 @@ func (c *conn) serve(reqCtx context.Context) {
 func (c *conn) dispatch(req wire.Request, e opEntry) bool {
 	authed, dev, acct, _ := c.identity()
 	call := &Call{ID: req.ID, Op: req.Op, Body: req.Body, Authenticated: authed, Device: dev, Account: acct,
-		Gateway: c.hub.cfg.Gateway, conn: c}
+		Gateway: c.hub.cfg.Gateway, GatewayID: c.hub.cfg.GatewayID, conn: c}
 	res, err := e.h(c.ctx, call)
 	if d, ok := res.(Deferred); ok && err == nil {
 		select {

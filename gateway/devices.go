@@ -273,9 +273,9 @@ func (h *Hub) opAuth(ctx context.Context, call *Call) (any, error) {
 	case key.Revoked:
 		return nil, h.authFail(wire.CodeRevoked, "device revoked")
 	}
-	proof := e2ee.AuthProof{Gateway: []byte(h.cfg.Gateway), Nonce: nonce, Device: e2ee.DeviceID(dev),
+	proof := e2ee.AuthProof{Gateway: h.cfg.GatewayID, Nonce: nonce, Device: e2ee.DeviceID(dev),
 		Time: time.Unix(req.Time, 0).UTC(), Sig: req.Signature}
-	if err := proof.Verify(key.Public, []byte(h.cfg.Gateway), nonce, h.now(), h.lim.ClockSkew); err != nil {
+	if err := proof.Verify(key.Public, h.cfg.GatewayID, nonce, h.now(), h.lim.ClockSkew); err != nil {
 		return nil, h.authFail(wire.CodeAuthFailed, "auth proof does not verify")
 	}
 	on, off, err := h.checkPresence(dev, req.Presence, req.Offline)

@@ -56,8 +56,10 @@ type Call struct {
 	Authenticated bool
 	Device        wire.DeviceID
 	Account       e2ee.AccountID
-	// Gateway is this gateway's ID as the hello push gave it (the bytes proofs are bound to).
-	Gateway string
+	// Gateway and GatewayID are this gateway's peer ID in text and binary form, as the hello push gave them;
+	// proofs bind GatewayID.
+	Gateway   string
+	GatewayID []byte
 
 	conn *conn
 }
@@ -91,10 +93,11 @@ type opEntry struct {
 
 // HubConfig configures a Hub.
 type HubConfig struct {
-	// Gateway is this node's libp2p peer ID (string form) and Addrs its multiaddrs: clients sign them into
-	// their auth proof and presence records.
-	Gateway string
-	Addrs   []string
+	// Gateway is this node's libp2p peer ID in text form, GatewayID the same in binary form, and Addrs its
+	// multiaddrs: clients bind GatewayID into their auth proof and Gateway and Addrs into presence records.
+	Gateway   string
+	GatewayID []byte
+	Addrs     []string
 	// Directory authenticates devices (required).
 	Directory Directory
 	// Presence publishes presence records; nil keeps presence local.
@@ -139,8 +142,8 @@ type accountState struct {
 // NewHub returns a Hub with the built-in operations (auth, presence, ack, ping). Mount it with
 // Server.Handle("GET "+WSPath, hub).
 func NewHub(cfg HubConfig) (*Hub, error) {
-	if cfg.Gateway == "" || cfg.Directory == nil {
-		return nil, errors.New("gateway: new hub: Gateway and Directory are required")
+	if cfg.Gateway == "" || len(cfg.GatewayID) == 0 || cfg.Directory == nil {
+		return nil, errors.New("gateway: new hub: Gateway, GatewayID and Directory are required")
 	}
 	cfg.Limits.fill()
 	if cfg.Logger == nil {

@@ -67,7 +67,7 @@ func newTestHub(t *testing.T, lim WSLimits) *testHub {
 	t.Helper()
 	dir := &memDirectory{devices: make(map[e2ee.DeviceID]DeviceKey)}
 	reg := prometheus.NewRegistry()
-	h, err := NewHub(HubConfig{Gateway: "12D3KooWtestgateway", Addrs: []string{"/ip4/127.0.0.1/tcp/1"}, Directory: dir,
+	h, err := NewHub(HubConfig{Gateway: "12D3KooWtestgateway", GatewayID: []byte("\x00\x24test-gateway-id"), Addrs: []string{"/ip4/127.0.0.1/tcp/1"}, Directory: dir,
 		Limits: lim, Metrics: reg, MaxCiphertext: 64 << 10, MaxRecipients: 16})
 	if err != nil {
 		t.Fatal(err)

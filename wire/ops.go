@@ -43,11 +43,12 @@ type Limits struct {
 
 // Hello is the body of the "hello" push that opens every connection.
 type Hello struct {
-	Nonce   []byte   `json:"nonce"`   // 32 random bytes, single use, bound to this connection
-	Gateway string   `json:"gateway"` // the gateway's libp2p peer ID (base58)
-	Addrs   []string `json:"addrs"`   // the gateway's libp2p multiaddrs, for presence records
-	Version int      `json:"version"` // the frame protocol version
-	Limits  Limits   `json:"limits"`
+	Nonce     []byte   `json:"nonce"`      // 32 random bytes, single use, bound to this connection
+	Gateway   string   `json:"gateway"`    // the gateway's libp2p peer ID, text form (presence records name it)
+	GatewayID []byte   `json:"gateway_id"` // the same peer ID in binary form: what auth and registration proofs bind
+	Addrs     []string `json:"addrs"`      // the gateway's libp2p multiaddrs, for presence records
+	Version   int      `json:"version"`    // the frame protocol version
+	Limits    Limits   `json:"limits"`
 }
 
 // AuthRequest is the body of the "auth" operation.

@@ -213,7 +213,7 @@ func (c *Client) Unsolicited() []*wire.Error {
 // hello's nonce and gateway, and presence records (online with sequence seq, offline with seq+1) valid for
 // ttl.
 func (c *Client) AuthBody(dev *e2ee.DeviceKeys, now time.Time, seq uint64, ttl time.Duration) (wire.AuthRequest, error) {
-	proof, err := e2ee.SignAuth(dev, []byte(c.hello.Gateway), c.hello.Nonce, now)
+	proof, err := e2ee.SignAuth(dev, c.hello.GatewayID, c.hello.Nonce, now)
 	if err != nil {
 		return wire.AuthRequest{}, err
 	}
