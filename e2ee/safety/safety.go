@@ -254,9 +254,10 @@ func (n *Number) QRPayload() []byte {
 
 // Compare checks a payload scanned from the other device against mine. It
 // returns true only if both sides computed the same safety number and the
-// payload was made by another party of the conversation (scanning one's own
-// code does not match). It returns a *VersionError for another version and
-// ErrBadPayload for a malformed payload.
+// payload was made by another party of the conversation: scanning one's own
+// code does not match, except in a conversation among one account's own
+// devices, where both sides are the same party. It returns a *VersionError
+// for another version and ErrBadPayload for a malformed payload.
 func Compare(scanned []byte, mine *Number) (match bool, err error) {
 	if len(scanned) == 0 {
 		return false, fmt.Errorf("safety: compare: empty payload: %w", ErrBadPayload)
@@ -285,6 +286,11 @@ func Compare(scanned []byte, mine *Number) (match bool, err error) {
 	member := 0
 	for _, o := range mine.others {
 		member |= subtle.ConstantTimeCompare(second, o)
+	}
+	if len(mine.others) == 0 {
+		// A conversation among one account's own devices: both devices
+		// are the same party, so the shower is the local party.
+		member = subtle.ConstantTimeCompare(second, mine.local)
 	}
 	return subtle.ConstantTimeCompare(first, mine.combined)&member == 1, nil
 }

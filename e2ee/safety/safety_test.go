@@ -140,6 +140,18 @@ func TestGroupAllMembersShowSameNumberAndScanMatches(t *testing.T) {
 	}
 }
 
+func TestOwnDevicesOnlyConversationMatchesBetweenDevices(t *testing.T) {
+	me := party("alice", "phone", "laptop")
+	n := mustNew(t, me)
+	if len(n.Digits()) != DigitsLen || !compare(t, mustNew(t, me).QRPayload(), n) {
+		t.Fatal("two devices of one account do not match")
+	}
+	changed := party("alice", "phone", "tablet")
+	if compare(t, mustNew(t, changed).QRPayload(), n) {
+		t.Fatal("a different device set matched")
+	}
+}
+
 func TestNumberIgnoresInputOrder(t *testing.T) {
 	alice := party("alice", "1", "2", "3")
 	rev := Party{ID: alice.ID, DeviceKeys: [][]byte{alice.DeviceKeys[2], alice.DeviceKeys[0], alice.DeviceKeys[1]}}
