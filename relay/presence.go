@@ -1,0 +1,379 @@
+package relay
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/routing"
+	ma "github.com/multiformats/go-multiaddr"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/iagon/gridchat/wire"
+)
+
+// PresenceNamespace is the DHT namespace of presence records; a record's key is PresenceKey(device).
+const PresenceNamespace = "gcpres"
+
+// PresenceTopic is the gossipsub topic on which gateways announce presence records as devices come and go.
+const PresenceTopic = "/gridchat/presence/1"
+
+// PresenceKey returns the DHT key of a device's presence record: "/gcpres/" and the device ID in lowercase hex.
+func PresenceKey(d wire.DeviceID) string { return "/" + PresenceNamespace + "/" + hex.EncodeToString(d[:]) }
+
+func parsePresenceKey(key string) (wire.DeviceID, error) {
+	var d wire.DeviceID
+	rest, ok := strings.CutPrefix(key, "/"+PresenceNamespace+"/")
+	if !ok || len(rest) != 2*wire.DeviceIDSize || strings.ToLower(rest) != rest {
+		return d, fmt.Errorf("relay: presence key %q: want /%s/<64 lowercase hex digits>", key, PresenceNamespace)
+	}
+	if _, err := hex.Decode(d[:], []byte(rest)); err != nil {
+		return d, fmt.Errorf("relay: presence key %q: %w", key, err)
+	}
+	return d, nil
+}
+
+// PresenceValidator is the DHT validator and selector of the gcpres namespace. It needs no lookups: a record
+// carries its device's signing key, and the device ID is the hash of that key.
+type PresenceValidator struct {
+	// Now is the clock (default time.Now); TTL the longest a record may live after signing (default
+	// wire.DefaultPresenceTTL).
+	Now func() time.Time
+	TTL time.Duration
+}
+
+func (v PresenceValidator) open(value []byte) (*wire.Presence, error) {
+	now, ttl := time.Now, v.TTL
+	if v.Now != nil {
+		now = v.Now
+	}
+	if ttl <= 0 {
+		ttl = wire.DefaultPresenceTTL
+	}
+	return wire.OpenPresence(value, now(), ttl)
+}
+
+// Validate accepts a current, correctly signed presence record stored under its own device's key.
+func (v PresenceValidator) Validate(key string, value []byte) error {
+	d, err := parsePresenceKey(key)
+	if err != nil {
+		return err
+	}
+	p, err := v.open(value)
+	if err != nil {
+		return fmt.Errorf("relay: presence record for %s: %w", key, err)
+	}
+	if p.Device != d {
+		return fmt.Errorf("relay: presence record under %s is for another device", key)
+	}
+	return nil
+}
+
+// Select picks the valid record with the highest sequence number (the first of equals).
+func (v PresenceValidator) Select(key string, values [][]byte) (int, error) {
+	best, bestSeq := -1, uint64(0)
+	for i, val := range values {
+		if v.Validate(key, val) != nil {
+			continue
+		}
+		p, _ := v.open(val)
+		if best < 0 || p.Seq > bestSeq {
+			best, bestSeq = i, p.Seq
+		}
+	}
+	if best < 0 {
+		return 0, errors.New("relay: no valid presence record")
+	}
+	return best, nil
+}
+
+// Routing is the part of the DHT presence uses.
+type Routing interface {
+	PutValue(ctx context.Context, key string, value []byte, opts ...routing.Option) error
+	GetValue(ctx context.Context, key string, opts ...routing.Option) ([]byte, error)
+}
+
+// PresenceConfig configures a Presence service.
+type PresenceConfig struct {
+	// Routing stores records in the DHT; nil keeps presence to gossip and the cache.
+	Routing Routing
+	// PubSub carries records on PresenceTopic; nil keeps presence to the DHT and the cache.
+	PubSub *pubsub.PubSub
+	// CacheSize bounds the presence cache (default 100,000 devices).
+	CacheSize int
+	// TTL is the longest a record may live after signing (default wire.DefaultPresenceTTL).
+	TTL time.Duration
+	// NegativeTTL is how long a lookup that found nothing is remembered (default 5 s).
+	NegativeTTL time.Duration
+	// MaxDHTPuts bounds concurrent DHT writes; records beyond it go by gossip only (default 64).
+	MaxDHTPuts int
+	// Now is the clock (default time.Now).
+	Now     func() time.Time
+	Metrics prometheus.Registerer
+	Logger  *slog.Logger
+}
+
+// Presence publishes devices' presence records and answers where a device is connected, from a bounded cache
+// fed by gossip, with the DHT behind it. It implements Locator.
+type Presence struct {
+	cfg   PresenceConfig
+	val   PresenceValidator
+	log   *slog.Logger
+	topic *pubsub.Topic
+	sub   *pubsub.Subscription
+	puts  chan struct{}
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	once   sync.Once
+
+	mu    sync.Mutex
+	cache map[wire.DeviceID]presenceEntry
+
+	published, received, lookups, misses prometheus.Counter
+	rejected                             *prometheus.CounterVec
+}
+
+type presenceEntry struct {
+	seq     uint64
+	online  bool
+	loc     Location
+	expires time.Time // the record's expiry, or the end of a negative entry
+	none    bool      // a negative entry: nothing was found
+}
+
+// NewPresence starts the presence service: it joins PresenceTopic (when PubSub is set) and caches what arrives.
+func NewPresence(cfg PresenceConfig) (*Presence, error) {
+	if cfg.CacheSize <= 0 {
+		cfg.CacheSize = 100_000
+	}
+	if cfg.TTL <= 0 {
+		cfg.TTL = wire.DefaultPresenceTTL
+	}
+	if cfg.NegativeTTL <= 0 {
+		cfg.NegativeTTL = 5 * time.Second
+	}
+	if cfg.MaxDHTPuts <= 0 {
+		cfg.MaxDHTPuts = 64
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	p := &Presence{
+		cfg: cfg, val: PresenceValidator{Now: cfg.Now, TTL: cfg.TTL}, log: cfg.Logger,
+		puts:  make(chan struct{}, cfg.MaxDHTPuts),
+		cache: make(map[wire.DeviceID]presenceEntry),
+		published: prometheus.NewCounter(prometheus.CounterOpts{Name: "gridchat_presence_published_total",
+			Help: "Presence records published by this node's gateway."}),
+		received: prometheus.NewCounter(prometheus.CounterOpts{Name: "gridchat_presence_received_total",
+			Help: "Presence records learnt from gossip."}),
+		lookups: prometheus.NewCounter(prometheus.CounterOpts{Name: "gridchat_presence_lookups_total",
+			Help: "Presence lookups."}),
+		misses: prometheus.NewCounter(prometheus.CounterOpts{Name: "gridchat_presence_cache_misses_total",
+			Help: "Presence lookups that went to the DHT."}),
+		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "gridchat_presence_rejected_total",
+			Help: "Presence records refused, by reason."}, []string{"reason"}),
+	}
+	if cfg.Metrics != nil {
+		for _, c := range []prometheus.Collector{p.published, p.received, p.lookups, p.misses, p.rejected} {
+			if err := cfg.Metrics.Register(c); err != nil {
+				return nil, fmt.Errorf("relay: presence: %w", err)
+			}
+		}
+	}
+	p.ctx, p.cancel = context.WithCancel(context.Background())
+	if cfg.PubSub != nil {
+		err := cfg.PubSub.RegisterTopicValidator(PresenceTopic, func(_ context.Context, _ peer.ID, m *pubsub.Message) bool {
+			_, err := p.val.open(m.Data)
+			if err != nil {
+				p.rejected.WithLabelValues("gossip_invalid").Inc()
+			}
+			return err == nil
+		})
+		if err != nil {
+			return nil, fmt.Errorf("relay: presence: topic validator: %w", err)
+		}
+		if p.topic, err = cfg.PubSub.Join(PresenceTopic); err != nil {
+			_ = cfg.PubSub.UnregisterTopicValidator(PresenceTopic)
+			return nil, fmt.Errorf("relay: presence: join %s: %w", PresenceTopic, err)
+		}
+		if p.sub, err = p.topic.Subscribe(); err != nil {
+			_ = p.topic.Close()
+			_ = cfg.PubSub.UnregisterTopicValidator(PresenceTopic)
+			return nil, fmt.Errorf("relay: presence: subscribe %s: %w", PresenceTopic, err)
+		}
+		p.wg.Add(1)
+		go p.readGossip()
+	}
+	return p, nil
+}
+
+func (p *Presence) readGossip() {
+	defer p.wg.Done()
+	for {
+		m, err := p.sub.Next(p.ctx)
+		if err != nil {
+			return
+		}
+		if rec, err := p.val.open(m.Data); err == nil {
+			p.received.Inc()
+			p.remember(rec)
+		}
+	}
+}
+
+// remember caches a verified record if it is newer than what the cache holds.
+func (p *Presence) remember(rec *wire.Presence) {
+	e := presenceEntry{seq: rec.Seq, online: rec.Online, expires: rec.Expires}
+	if rec.Online {
+		id, err := peer.Decode(rec.Gateway)
+		if err != nil {
+			p.rejected.WithLabelValues("bad_gateway").Inc()
+			return
+		}
+		e.loc.Gateway = id
+		for _, a := range rec.Addrs {
+			if m, err := ma.NewMultiaddr(a); err == nil {
+				e.loc.Addrs = append(e.loc.Addrs, m)
+			}
+		}
+	}
+	now := p.cfg.Now()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if old, ok := p.cache[rec.Device]; ok && !old.none && old.seq >= rec.Seq && now.Before(old.expires) {
+		return
+	}
+	p.makeRoom(now)
+	p.cache[rec.Device] = e
+}
+
+// makeRoom keeps the cache under its bound: expired entries go first, then arbitrary ones. p.mu is held.
+func (p *Presence) makeRoom(now time.Time) {
+	if len(p.cache) < p.cfg.CacheSize {
+		return
+	}
+	for d, e := range p.cache {
+		if !now.Before(e.expires) {
+			delete(p.cache, d)
+		}
+	}
+	for d := range p.cache {
+		if len(p.cache) < p.cfg.CacheSize {
+			break
+		}
+		delete(p.cache, d)
+	}
+}
+
+// Publish verifies a signed presence record, caches it, announces it on PresenceTopic and stores it in the DHT
+// in the background (within MaxDHTPuts). It does not wait for the network.
+func (p *Presence) Publish(ctx context.Context, record []byte) error {
+	rec, err := p.val.open(record)
+	if err != nil {
+		p.rejected.WithLabelValues("publish_invalid").Inc()
+		return fmt.Errorf("relay: publish presence: %w", err)
+	}
+	p.remember(rec)
+	p.published.Inc()
+	if p.topic != nil {
+		if err := p.topic.Publish(ctx, record); err != nil {
+			p.log.Debug("relay: gossip presence", "err", err)
+		}
+	}
+	if p.cfg.Routing == nil {
+		return nil
+	}
+	select {
+	case p.puts <- struct{}{}:
+	default:
+		p.rejected.WithLabelValues("dht_busy").Inc()
+		return nil
+	}
+	select {
+	case <-p.ctx.Done():
+		<-p.puts
+		return nil
+	default:
+	}
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		defer func() { <-p.puts }()
+		ctx, cancel := context.WithTimeout(p.ctx, 30*time.Second)
+		defer cancel()
+		if err := p.cfg.Routing.PutValue(ctx, PresenceKey(rec.Device), record); err != nil && p.ctx.Err() == nil {
+			p.log.Debug("relay: store presence in DHT", "err", err)
+		}
+	}()
+	return nil
+}
+
+// Locate returns where the device is connected. A device whose latest record is offline, expired or missing is
+// ErrNotOnline.
+func (p *Presence) Locate(ctx context.Context, d wire.DeviceID) (Location, error) {
+	p.lookups.Inc()
+	now := p.cfg.Now()
+	p.mu.Lock()
+	e, ok := p.cache[d]
+	p.mu.Unlock()
+	if ok && now.Before(e.expires) {
+		if e.online {
+			return e.loc, nil
+		}
+		return Location{}, ErrNotOnline
+	}
+	if p.cfg.Routing == nil {
+		return Location{}, ErrNotOnline
+	}
+	p.misses.Inc()
+	val, err := p.cfg.Routing.GetValue(ctx, PresenceKey(d))
+	if err != nil {
+		if ctx.Err() == nil {
+			p.mu.Lock()
+			p.makeRoom(now)
+			p.cache[d] = presenceEntry{none: true, expires: now.Add(p.cfg.NegativeTTL)}
+			p.mu.Unlock()
+		}
+		return Location{}, fmt.Errorf("%w: %v", ErrNotOnline, err)
+	}
+	rec, err := p.val.open(val)
+	if err != nil || rec.Device != d {
+		return Location{}, fmt.Errorf("%w: bad record from DHT", ErrNotOnline)
+	}
+	p.remember(rec)
+	p.mu.Lock()
+	e, ok = p.cache[d]
+	p.mu.Unlock()
+	if !ok || e.none || !e.online || !now.Before(e.expires) {
+		return Location{}, ErrNotOnline
+	}
+	return e.loc, nil
+}
+
+// Close leaves the topic and waits for background DHT writes. It is idempotent.
+func (p *Presence) Close() error {
+	p.once.Do(func() {
+		p.cancel()
+		if p.sub != nil {
+			p.sub.Cancel()
+		}
+		p.wg.Wait()
+		if p.topic != nil {
+			_ = p.topic.Close()
+			_ = p.cfg.PubSub.UnregisterTopicValidator(PresenceTopic)
+		}
+	})
+	return nil
+}
