@@ -26,7 +26,9 @@ const PresenceNamespace = "gcpres"
 const PresenceTopic = "/gridchat/presence/1"
 
 // PresenceKey returns the DHT key of a device's presence record: "/gcpres/" and the device ID in lowercase hex.
-func PresenceKey(d wire.DeviceID) string { return "/" + PresenceNamespace + "/" + hex.EncodeToString(d[:]) }
+func PresenceKey(d wire.DeviceID) string {
+	return "/" + PresenceNamespace + "/" + hex.EncodeToString(d[:])
+}
 
 func parsePresenceKey(key string) (wire.DeviceID, error) {
 	var d wire.DeviceID
