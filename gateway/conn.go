@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"errors"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -18,6 +19,7 @@ import (
 type conn struct {
 	hub *Hub
 	ws  *websocket.Conn
+	id  string
 
 	ctx    context.Context // cancelled when the connection ends
 	cancel context.CancelFunc
@@ -51,6 +53,7 @@ func newConn(h *Hub, ws *websocket.Conn) *conn {
 		limiter:  rate.NewLimiter(rate.Limit(h.lim.RequestsPerSecond), h.lim.RequestBurst),
 		closeReq: make(chan struct{}),
 	}
+	c.id = "ws-" + strconv.FormatUint(h.connSeq.Add(1), 10)
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.lastSeen.Store(h.now().UnixNano())
 	return c
@@ -169,7 +172,7 @@ func (c *conn) serve(reqCtx context.Context) {
 func (c *conn) dispatch(req wire.Request, e opEntry) bool {
 	authed, dev, acct, _ := c.identity()
 	call := &Call{ID: req.ID, Op: req.Op, Body: req.Body, Authenticated: authed, Device: dev, Account: acct,
-		Gateway: c.hub.cfg.Gateway, GatewayID: c.hub.cfg.GatewayID, conn: c}
+		Gateway: c.hub.cfg.Gateway, GatewayID: c.hub.cfg.GatewayID, ConnID: c.id, conn: c}
 	res, err := e.h(c.ctx, call)
 	if d, ok := res.(Deferred); ok && err == nil {
 		select {
@@ -342,6 +345,12 @@ func (c *conn) finish() {
 		c.hub.metrics.queueDepth.Dec()
 	}
 	c.hub.unregister(c)
+	c.hub.opsMu.RLock()
+	hooks := c.hub.onClose
+	c.hub.opsMu.RUnlock()
+	for _, f := range hooks {
+		f(c.id)
+	}
 }
 
 func isReadLimit(err error) bool {

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/coder/websocket"
@@ -60,6 +61,10 @@ type Call struct {
 	// proofs bind GatewayID.
 	Gateway   string
 	GatewayID []byte
+
+	// ConnID identifies the connection on this node (for services that keep per-connection state, such as
+	// registration nonces; see Hub.OnConnClosed).
+	ConnID string
 
 	conn *conn
 }
@@ -126,6 +131,8 @@ type Hub struct {
 	opsMu sync.RWMutex
 	ops   map[string]opEntry
 
+	connSeq  atomic.Uint64
+	onClose  []func(connID string)
 	mu       sync.Mutex
 	closed   bool
 	conns    map[*conn]struct{}
@@ -194,6 +201,13 @@ func (h *Hub) Handle(op string, fn Handler, opts ...HandleOption) error {
 	}
 	h.ops[op] = e
 	return nil
+}
+
+// OnConnClosed registers f to run (in the connection's goroutine) after each connection ends, with its ConnID.
+func (h *Hub) OnConnClosed(f func(connID string)) {
+	h.opsMu.Lock()
+	defer h.opsMu.Unlock()
+	h.onClose = append(h.onClose, f)
 }
 
 func (h *Hub) op(name string) (opEntry, bool) {

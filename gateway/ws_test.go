@@ -559,9 +559,15 @@ func TestHandleRejectsDuplicateOps(t *testing.T) {
 	if err := th.Handle(wire.OpSend, localSend(th.Hub)); err == nil {
 		t.Fatal("second registration of send accepted")
 	}
-	if err := th.Handle("lookup", func(context.Context, *Call) (any, error) { return map[string]int{"n": 1}, nil }, AllowUnauthenticated()); err != nil {
+	ids := make(chan string, 2)
+	if err := th.Handle("lookup", func(_ context.Context, c *Call) (any, error) {
+		ids <- c.ConnID
+		return map[string]int{"n": 1}, nil
+	}, AllowUnauthenticated()); err != nil {
 		t.Fatal(err)
 	}
+	closed := make(chan string, 1)
+	th.OnConnClosed(func(id string) { closed <- id })
 	c := th.dial(t, gatewaytest.Options{})
 	body, err := c.Call(ctxT(t), "lookup", nil)
 	if err != nil || string(body) != `{"n":1}` {
@@ -569,6 +575,10 @@ func TestHandleRejectsDuplicateOps(t *testing.T) {
 	}
 	_, err = c.Call(ctxT(t), "nope", nil)
 	wantCode(t, err, wire.CodeUnknownOp)
+	c.Close()
+	if id := <-ids; id != <-closed || id == "" {
+		t.Fatal("close hook did not report the connection's ID")
+	}
 }
 
 // metricValue reads a counter's or gauge's current value.
