@@ -274,6 +274,7 @@ func (dk *DeviceKeys) Encode() []byte {
 	b := frame.NewBuilder(256 + len(dk.msg)*1500)
 	putHeader(b, tagDeviceKeys)
 	b.Raw(dk.signing.Seed())
+	b.Var(dk.public.Messaging)
 	b.U16(uint16(len(dk.msg)))
 	for _, mp := range dk.msg {
 		b.Raw(mp.seed)
@@ -293,9 +294,13 @@ func DecodeDeviceKeys(data []byte) (*DeviceKeys, error) {
 		return nil, err
 	}
 	seed := r.Raw(ed25519.SeedSize)
+	regKey := r.Var(messagingPublicSize)
 	n := int(r.U16())
-	if !r.OK() || n < 1 || n > maxMessagingKeys {
+	if !r.OK() || n < 1 || n > maxMessagingKeys || len(regKey) != messagingPublicSize {
 		return nil, malformed(op)
+	}
+	if _, err := hpkeKEM().NewPublicKey(regKey); err != nil {
+		return nil, errorf(op, ErrMalformed, "registration messaging key: %v", err)
 	}
 	dk := &DeviceKeys{signing: ed25519.NewKeyFromSeed(seed)}
 	frame.Zero(seed)
@@ -335,7 +340,7 @@ func DecodeDeviceKeys(data []byte) (*DeviceKeys, error) {
 	if !r.Done() {
 		return nil, malformed(op)
 	}
-	dk.public.Messaging = dk.msg[0].signed.Key
+	dk.public.Messaging = regKey
 	return dk, nil
 }
 

@@ -149,6 +149,14 @@ func TestMessagingKeyRotationAndPrune(t *testing.T) {
 	if dk.messagingPrivateFor(first.KeyID()) != nil || dk.messagingPrivateFor(second.KeyID()) == nil {
 		t.Fatal("prune removed the wrong key")
 	}
+	// The device's public keys (bound by its sigchain) do not change when the first messaging key is pruned.
+	back, err := DecodeDeviceKeys(dk.Encode())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !back.Public().Equal(dk.Public()) || !bytes.Equal(back.Public().Messaging, first.Key) {
+		t.Fatal("public keys changed after prune and reload")
+	}
 }
 
 func TestSignaturesDoNotCrossPurposes(t *testing.T) {

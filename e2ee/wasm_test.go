@@ -1,0 +1,19 @@
+package e2ee
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"testing"
+)
+
+// TestBuildsForBrowser builds this package and its internals for GOOS=js GOARCH=wasm, the web client's target.
+func TestBuildsForBrowser(t *testing.T) {
+	goBin := filepath.Join(runtime.GOROOT(), "bin", "go")
+	cmd := exec.Command(goBin, "build", "-o", os.DevNull, ".", "./internal/frame", "./internal/kdfchain")
+	cmd.Env = append(os.Environ(), "GOOS=js", "GOARCH=wasm", "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("GOOS=js GOARCH=wasm go build: %v\n%s", err, out)
+	}
+}
