@@ -121,6 +121,11 @@ func New(ctx context.Context, cfg Config) (_ *Node, err error) {
 	n.pubsub, err = pubsub.NewGossipSub(n.ctx, n.host,
 		pubsub.WithMessageSignaturePolicy(pubsub.StrictSign),
 		pubsub.WithPeerExchange(false),
+		// The grid's topics carry few, important messages (directory
+		// updates, revocations, checkpoints): a node sends what it publishes
+		// to every subscribed peer it is connected to, not only to its mesh,
+		// so a message is not lost while a topic's mesh is still forming.
+		pubsub.WithFloodPublish(true),
 	)
 	if err != nil {
 		return nil, fmt.Errorf("node: gossipsub: %w", err)
