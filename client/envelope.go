@@ -1,0 +1,58 @@
+package client
+
+import (
+	"fmt"
+)
+
+// EnvelopeVersion is the version of the client envelope: the bytes a client puts in the "ciphertext" field of a
+// send (docs/PROTOCOL.md §9.1).
+const EnvelopeVersion = 1
+
+// Envelope caps.
+const (
+	// MaxEnvelopeBytes caps one encoded envelope.
+	MaxEnvelopeBytes = 2 << 20
+	maxKeyDistBytes  = 1536 << 10
+	maxMessageBytes  = MaxPayloadBytes + 4096
+	maxEnvelopeKeys  = 4
+)
+
+// envelope is what travels through the grid, opaque to nodes: an optional key distribution (the first message
+// of a sender's session, and every resent message, carry it) and one e2ee message sealed in that session.
+type envelope struct {
+	V        uint8    `cbor:"1,keyasint"`
+	KeyDist  []byte   `cbor:"2,keyasint,omitempty"` // e2ee.KeyDistribution encoding
+	Message  []byte   `cbor:"3,keyasint,omitempty"` // e2ee message encoding
+	Keys     [][]byte `cbor:"4,keyasint,omitempty"` // the sender device's signed messaging key(s)
+	WantKeys bool     `cbor:"5,keyasint,omitempty"` // the sender asks for the recipient's signed messaging key
+}
+
+func (c codec) encodeEnvelope(e *envelope) ([]byte, error) {
+	e.V = EnvelopeVersion
+	b, err := c.enc.Marshal(e)
+	if err != nil {
+		return nil, fmt.Errorf("client: encode envelope: %w", err)
+	}
+	if len(b) > MaxEnvelopeBytes {
+		return nil, fmt.Errorf("client: envelope of %d bytes over the %d-byte cap", len(b), MaxEnvelopeBytes)
+	}
+	return b, nil
+}
+
+func (c codec) decodeEnvelope(b []byte) (*envelope, error) {
+	if len(b) > MaxEnvelopeBytes {
+		return nil, fmt.Errorf("%w: envelope of %d bytes", ErrBadPayload, len(b))
+	}
+	var e envelope
+	if err := c.dec.Unmarshal(b, &e); err != nil {
+		return nil, fmt.Errorf("%w: envelope: %v", ErrBadPayload, err)
+	}
+	if e.V != EnvelopeVersion {
+		return nil, fmt.Errorf("%w: envelope version %d", ErrBadPayload, e.V)
+	}
+	if len(e.Message) > maxMessageBytes || len(e.KeyDist) > maxKeyDistBytes || len(e.Keys) > maxEnvelopeKeys ||
+		(len(e.Message) == 0 && (len(e.KeyDist) > 0 || (len(e.Keys) == 0 && !e.WantKeys))) {
+		return nil, fmt.Errorf("%w: envelope fields", ErrBadPayload)
+	}
+	return &e, nil
+}

@@ -1,0 +1,225 @@
+package client
+
+import (
+	"errors"
+	"fmt"
+	"unicode/utf8"
+
+	"github.com/fxamacker/cbor/v2"
+)
+
+// PayloadVersion is the version of the plaintext framing inside message ciphertexts (docs/PROTOCOL.md §9).
+const PayloadVersion = 1
+
+// PayloadType says what a decrypted message carries. Values are wire codes and never renumbered.
+type PayloadType uint8
+
+// Payload types.
+const (
+	// PayloadText is a text message. Numbered.
+	PayloadText PayloadType = 1
+	// PayloadAttachment is a small file, encrypted like any message. Numbered.
+	PayloadAttachment PayloadType = 2
+	// PayloadGroupState carries a new admin-signed group-state record (create, add, remove, rename). Numbered.
+	PayloadGroupState PayloadType = 3
+	// PayloadResendRequest asks the sender's devices to resend numbered messages. Not numbered.
+	PayloadResendRequest PayloadType = 4
+	// PayloadHistory carries one chunk of a conversation-history archive for a newly linked device. Not
+	// numbered.
+	PayloadHistory PayloadType = 5
+)
+
+// String names the type.
+func (t PayloadType) String() string {
+	switch t {
+	case PayloadText:
+		return "text"
+	case PayloadAttachment:
+		return "attachment"
+	case PayloadGroupState:
+		return "group-state"
+	case PayloadResendRequest:
+		return "resend-request"
+	case PayloadHistory:
+		return "history"
+	}
+	return fmt.Sprintf("payload(%d)", uint8(t))
+}
+
+// numbered reports whether payloads of type t carry a sender sequence number.
+func (t PayloadType) numbered() bool {
+	return t == PayloadText || t == PayloadAttachment || t == PayloadGroupState
+}
+
+// Payload caps.
+const (
+	// MaxTextBytes caps the text of one message.
+	MaxTextBytes = 64 << 10
+	// MaxAttachmentBytes caps the content of one attachment.
+	MaxAttachmentBytes = 256 << 10
+	// MaxPayloadBytes caps one encoded payload.
+	MaxPayloadBytes = 512 << 10
+	// MaxResendSeqs caps how many numbers one resend request names.
+	MaxResendSeqs = 256
+	maxNameBytes  = 255
+	maxGroupBytes = 64 << 10
+)
+
+// payload is the plaintext of one message (docs/PROTOCOL.md §9.2): a CBOR map with small integer keys.
+type payload struct {
+	V          uint8           `cbor:"1,keyasint"`
+	Type       PayloadType     `cbor:"2,keyasint"`
+	Seq        uint64          `cbor:"3,keyasint,omitempty"`
+	SentMS     int64           `cbor:"4,keyasint"`
+	Text       string          `cbor:"5,keyasint,omitempty"`
+	Attachment *attachmentBody `cbor:"6,keyasint,omitempty"`
+	Group      []byte          `cbor:"7,keyasint,omitempty"`
+	Resend     *resendBody     `cbor:"8,keyasint,omitempty"`
+	History    *historyBody    `cbor:"9,keyasint,omitempty"`
+	Resent     bool            `cbor:"10,keyasint,omitempty"`
+	First      uint64          `cbor:"11,keyasint,omitempty"` // number of the sender's first numbered payload in this session
+	Peer       []byte          `cbor:"12,keyasint,omitempty"` // direct conversations: the sender's peer account
+}
+
+type attachmentBody struct {
+	Name string `cbor:"1,keyasint"`
+	MIME string `cbor:"2,keyasint"`
+	Data []byte `cbor:"3,keyasint"`
+}
+
+type resendBody struct {
+	Sender []byte   `cbor:"1,keyasint"`           // the device whose messages are missing (32 bytes)
+	Seqs   []uint64 `cbor:"2,keyasint,omitempty"` // ascending, distinct
+	Epoch  uint64   `cbor:"3,keyasint,omitempty"` // or: resend everything sent in this session (its key never arrived)
+}
+
+type historyBody struct {
+	Transfer []byte `cbor:"1,keyasint"` // 16 random bytes naming one history transfer
+	Index    uint32 `cbor:"2,keyasint"`
+	Last     bool   `cbor:"3,keyasint,omitempty"`
+	Data     []byte `cbor:"4,keyasint"`
+	Key      []byte `cbor:"5,keyasint,omitempty"` // chunk 0: the archive's recovery key, in its text form
+}
+
+// codec holds the strict CBOR modes of the client's formats. It is built once per Client.
+type codec struct {
+	enc cbor.EncMode
+	dec cbor.DecMode
+}
+
+func newCodec() (codec, error) {
+	enc, err := cbor.CoreDetEncOptions().EncMode()
+	if err != nil {
+		return codec{}, err
+	}
+	dec, err := cbor.DecOptions{
+		DupMapKey:           cbor.DupMapKeyEnforcedAPF,
+		IndefLength:         cbor.IndefLengthForbidden,
+		TagsMd:              cbor.TagsForbidden,
+		ExtraReturnErrors:   cbor.ExtraDecErrorUnknownField,
+		MaxNestedLevels:     6,
+		MaxArrayElements:    4096,
+		MaxMapPairs:         32,
+	}.DecMode()
+	if err != nil {
+		return codec{}, err
+	}
+	return codec{enc: enc, dec: dec}, nil
+}
+
+// ErrBadPayload is returned for a decrypted message whose plaintext is not a valid payload.
+var ErrBadPayload = errors.New("client: bad payload")
+
+func (p *payload) validate() error {
+	if p.V != PayloadVersion {
+		return fmt.Errorf("%w: version %d", ErrBadPayload, p.V)
+	}
+	if p.Type.numbered() != (p.Seq != 0) {
+		return fmt.Errorf("%w: %s with sequence number %d", ErrBadPayload, p.Type, p.Seq)
+	}
+	if p.Resent && !p.Type.numbered() {
+		return fmt.Errorf("%w: resent %s", ErrBadPayload, p.Type)
+	}
+	if len(p.Text) > MaxTextBytes || !utf8.ValidString(p.Text) {
+		return fmt.Errorf("%w: text", ErrBadPayload)
+	}
+	if len(p.Group) > maxGroupBytes || (len(p.Group) != 0 && !p.Type.numbered()) {
+		return fmt.Errorf("%w: group record of %d bytes", ErrBadPayload, len(p.Group))
+	}
+	if (len(p.Peer) != 0 && len(p.Peer) != 32) || p.First > p.Seq {
+		return fmt.Errorf("%w: peer or first number", ErrBadPayload)
+	}
+	body := 0
+	if p.Attachment != nil {
+		body++
+	}
+	if p.Resend != nil {
+		body++
+	}
+	if p.History != nil {
+		body++
+	}
+	switch p.Type {
+	case PayloadText:
+		if body != 0 || p.Text == "" {
+			return fmt.Errorf("%w: text with a body", ErrBadPayload)
+		}
+	case PayloadAttachment:
+		a := p.Attachment
+		if body != 1 || a == nil || len(a.Data) > MaxAttachmentBytes || len(a.Name) > maxNameBytes ||
+			len(a.MIME) > maxNameBytes || !utf8.ValidString(a.Name) || !utf8.ValidString(a.MIME) {
+			return fmt.Errorf("%w: attachment", ErrBadPayload)
+		}
+	case PayloadGroupState:
+		if body != 0 || len(p.Group) == 0 {
+			return fmt.Errorf("%w: group-state without record", ErrBadPayload)
+		}
+	case PayloadResendRequest:
+		r := p.Resend
+		if body != 1 || r == nil || len(r.Sender) != 32 || (len(r.Seqs) == 0) == (r.Epoch == 0) || len(r.Seqs) > MaxResendSeqs {
+			return fmt.Errorf("%w: resend request", ErrBadPayload)
+		}
+		for i, s := range r.Seqs {
+			if s == 0 || (i > 0 && s <= r.Seqs[i-1]) {
+				return fmt.Errorf("%w: resend request numbers not ascending", ErrBadPayload)
+			}
+		}
+	case PayloadHistory:
+		h := p.History
+		if body != 1 || h == nil || len(h.Transfer) != 16 || len(h.Data) > MaxPayloadBytes || len(h.Key) > 128 || (h.Index == 0) != (len(h.Key) > 0) {
+			return fmt.Errorf("%w: history chunk", ErrBadPayload)
+		}
+	default:
+		return fmt.Errorf("%w: unknown type %d", ErrBadPayload, p.Type)
+	}
+	return nil
+}
+
+func (c codec) encodePayload(p *payload) ([]byte, error) {
+	p.V = PayloadVersion
+	if err := p.validate(); err != nil {
+		return nil, err
+	}
+	b, err := c.enc.Marshal(p)
+	if err != nil {
+		return nil, fmt.Errorf("client: encode payload: %w", err)
+	}
+	if len(b) > MaxPayloadBytes {
+		return nil, fmt.Errorf("%w: %d bytes over cap", ErrBadPayload, len(b))
+	}
+	return b, nil
+}
+
+func (c codec) decodePayload(b []byte) (*payload, error) {
+	if len(b) > MaxPayloadBytes {
+		return nil, fmt.Errorf("%w: %d bytes over cap", ErrBadPayload, len(b))
+	}
+	var p payload
+	if err := c.dec.Unmarshal(b, &p); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadPayload, err)
+	}
+	if err := p.validate(); err != nil {
+		return nil, err
+	}
+	return &p, nil
+}
