@@ -103,7 +103,9 @@ func (c *Client) Conversations() []Conversation {
 }
 
 // Conversation returns one conversation.
-func (c *Client) Conversation(id e2ee.ConversationID) (Conversation, error) { return c.eng.conversation(id) }
+func (c *Client) Conversation(id e2ee.ConversationID) (Conversation, error) {
+	return c.eng.conversation(id)
+}
 
 // SendText sends a text message and returns its number. It returns once the grid has reported on every
 // recipient device (delivered, stored in a mailbox, or failed); the statuses arrive as a DeliveryEvent.

@@ -113,13 +113,13 @@ func newCodec() (codec, error) {
 		return codec{}, err
 	}
 	dec, err := cbor.DecOptions{
-		DupMapKey:           cbor.DupMapKeyEnforcedAPF,
-		IndefLength:         cbor.IndefLengthForbidden,
-		TagsMd:              cbor.TagsForbidden,
-		ExtraReturnErrors:   cbor.ExtraDecErrorUnknownField,
-		MaxNestedLevels:     6,
-		MaxArrayElements:    4096,
-		MaxMapPairs:         32,
+		DupMapKey:         cbor.DupMapKeyEnforcedAPF,
+		IndefLength:       cbor.IndefLengthForbidden,
+		TagsMd:            cbor.TagsForbidden,
+		ExtraReturnErrors: cbor.ExtraDecErrorUnknownField,
+		MaxNestedLevels:   6,
+		MaxArrayElements:  4096,
+		MaxMapPairs:       32,
 	}.DecMode()
 	if err != nil {
 		return codec{}, err

@@ -36,7 +36,9 @@ func msgKey(sent time.Time, dev e2ee.DeviceID, seq uint64) string {
 	return fmt.Sprintf("%016x/%s/%016x", sent.UnixMilli(), dev, seq)
 }
 
-func pairKey(conv e2ee.ConversationID, dev e2ee.DeviceID) string { return conv.String() + "/" + dev.String() }
+func pairKey(conv e2ee.ConversationID, dev e2ee.DeviceID) string {
+	return conv.String() + "/" + dev.String()
+}
 
 func receiverKey(conv e2ee.ConversationID, dev e2ee.DeviceID, epoch uint64) string {
 	return fmt.Sprintf("%s/%s/%016x", conv, dev, epoch)
