@@ -5,6 +5,8 @@ import (
 	"crypto/ed25519"
 	"encoding/binary"
 	"errors"
+	"fmt"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -57,6 +59,54 @@ func (g *grid) waitTopicMesh() {
 			time.Sleep(10 * time.Millisecond) // polling an external condition with a deadline
 		}
 	}
+}
+
+// waitAnnouncements waits until every node has accepted n announcements.
+func (g *grid) waitAnnouncements(n float64) {
+	g.t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for i, nd := range g.nodes {
+		for accepted(nd) < n {
+			if time.Now().After(deadline) {
+				g.t.Fatalf("node %d: %v announcements, want %v: %s", i, accepted(nd), n, g.announcements())
+			}
+			time.Sleep(10 * time.Millisecond) // polling for gossip with a deadline
+		}
+	}
+}
+
+func accepted(nd *node.Node) float64 {
+	mfs, _ := nd.Metrics().Gather()
+	for _, mf := range mfs {
+		if mf.GetName() != "gridchat_directory_announcements_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			if m.GetLabel()[0].GetValue() == "accepted" {
+				return m.GetCounter().GetValue()
+			}
+		}
+	}
+	return 0
+}
+
+// announcements reports every node's announcement counters.
+func (g *grid) announcements() string {
+	var b strings.Builder
+	for i, nd := range g.nodes {
+		mfs, _ := nd.Metrics().Gather()
+		fmt.Fprintf(&b, "node %d topic peers %d:", i, len(nd.PubSub().ListPeers(keyregistry.Topic)))
+		for _, mf := range mfs {
+			if mf.GetName() != "gridchat_directory_announcements_total" {
+				continue
+			}
+			for _, m := range mf.GetMetric() {
+				fmt.Fprintf(&b, " %s=%v", m.GetLabel()[0].GetValue(), m.GetCounter().GetValue())
+			}
+		}
+		b.WriteString("; ")
+	}
+	return b.String()
 }
 
 // user is a client: its devices and its local copy of its chain.
@@ -237,6 +287,9 @@ func TestAccountRegisteredOnNode1IsFoundByIDAndUsernameOnNode5(t *testing.T) {
 func TestLinkAndRevokeReachEveryNodeByGossipAndAfterColdRestart(t *testing.T) {
 	g := newGrid(t, 5)
 	u, _ := g.register(0, "conn-1")
+	// The registration's announcement reaching every node shows the topic
+	// mesh is up; the timed part starts after it.
+	g.waitAnnouncements(1)
 	// Warm every cache, so only gossip can make the change visible in time.
 	for i := range g.nodes {
 		if _, err := g.dir(i).LookupAccount(ctxT(t), u.id); err != nil {
@@ -254,7 +307,7 @@ func TestLinkAndRevokeReachEveryNodeByGossipAndAfterColdRestart(t *testing.T) {
 					break
 				}
 				if time.Now().After(deadline) {
-					t.Fatalf("node %d did not see %s within 5 s (err %v)", i, what, err)
+					t.Fatalf("node %d did not see %s within 5 s (err %v); announcements: %s", i, what, err, g.announcements())
 				}
 				time.Sleep(20 * time.Millisecond) // polling for gossip with a deadline
 			}
