@@ -153,6 +153,8 @@ type Client struct {
 	gw        int           // index of the gateway in use
 	connected chan struct{} // closed while a connection is up; replaced when it drops
 	closed    bool
+	// linkRelays are the open link rendezvous of this device as a host, by rendezvous ID.
+	linkRelays map[string]*gatewayRelay
 
 	ctx    context.Context
 	cancel context.CancelFunc

@@ -25,5 +25,10 @@ func (c *Client) statuses(id wire.MessageID, to []e2ee.DeviceID, resp *wire.Send
 
 // handleOtherPush handles pushes other than envelopes.
 func (c *Client) handleOtherPush(p *wire.Push) {
-	c.log.Debug("ignoring push", "name", p.Name)
+	switch p.Name {
+	case pushLinkFrame:
+		c.deliverLinkFrame(p)
+	default:
+		c.log.Debug("ignoring push", "name", p.Name)
+	}
 }
