@@ -1,0 +1,89 @@
+package cardano
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/blinklabs-io/gouroboros/cbor"
+	"github.com/iagon/gridchat/chain"
+)
+
+func TestAnchorMetadataRoundTripsThroughCBOR(t *testing.T) {
+	n := newTestNode(t)
+	a := newTestAnchorer(t, n, newWalletView(n))
+	n.fund(a.Address(), 20_000_000, 1)
+	signed, cp := publishedCheckpoint(t)
+	ref, err := a.Anchor(context.Background(), signed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := cbor.Encode(n.accepted[ref.TxID].Metadata())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if seed := os.Getenv("GRIDCHAT_WRITE_FUZZ_SEED"); seed != "" {
+		os.WriteFile(seed, fmt.Appendf(nil, "go test fuzz v1\n[]byte(%q)\n", raw), 0o644)
+	}
+	got, err := ParseMetadataCBOR(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Root != cp.Root || got.Size != cp.Size || got.Origin != cp.Origin {
+		t.Fatalf("got %+v", got)
+	}
+	if _, err := ParseMetadataCBOR([]byte{0xa0}); !errors.Is(err, ErrNoAnchor) {
+		t.Fatalf("empty metadata: %v", err)
+	}
+}
+
+func TestRunAnchorsEachNewCheckpointOnce(t *testing.T) {
+	n := newTestNode(t)
+	a := newTestAnchorer(t, n, newWalletView(n))
+	n.fund(a.Address(), 50_000_000, 1)
+	h := openLog(t)
+	ticks := make(chan time.Time) // unbuffered: a send returns once Run took the tick
+	refs := make(chan chain.AnchorRef, 4)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); a.Run(ctx, h, ticks, func(r chain.AnchorRef) { refs <- r }) }()
+	ticks <- time.Time{}
+	r := <-refs
+	ticks <- time.Time{} // unchanged head: no new anchor
+	ticks <- time.Time{} // ...and the previous tick is fully handled
+	cancel()
+	<-done
+	if len(refs) != 0 || len(n.accepted) != 1 {
+		t.Fatalf("anchored %d more, node holds %d anchors", len(refs), len(n.accepted))
+	}
+	if _, ok := n.accepted[r.TxID]; !ok {
+		t.Fatal("anchor not on chain")
+	}
+	// The log grows: the next tick anchors the new checkpoint.
+	if _, err := h.Publish(context.Background(), chain.Record{Seq: 9, Body: []byte("more")}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel = context.WithCancel(context.Background())
+	done = make(chan struct{})
+	go func() { defer close(done); a.Run(ctx, h, ticks, func(r chain.AnchorRef) { refs <- r }) }()
+	ticks <- time.Time{}
+	r2 := <-refs
+	cancel()
+	<-done
+	if r2.Size != r.Size+1 {
+		t.Fatalf("second anchor of size %d, want %d", r2.Size, r.Size+1)
+	}
+}
+
+func FuzzParseMetadataCBOR(f *testing.F) {
+	f.Add([]byte{0xa0})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		an, err := ParseMetadataCBOR(b)
+		if err == nil && len(b) > MaxMetadataSize {
+			t.Fatalf("accepted %d bytes of metadata: %+v", len(b), an)
+		}
+	})
+}
