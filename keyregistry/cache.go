@@ -27,7 +27,9 @@ func newLRU[K comparable, V any](max int, ttl time.Duration, now func() time.Tim
 	return &lru[K, V]{max: max, ttl: ttl, now: now, order: list.New(), items: make(map[K]*list.Element)}
 }
 
-// get returns the live value under k.
+// get returns the live value under k. An expired entry is a miss but stays
+// (until evicted) so peek and update still see it: the directory keeps the
+// newest chain it verified as a floor against rollbacks.
 func (c *lru[K, V]) get(k K) (V, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -38,8 +40,6 @@ func (c *lru[K, V]) get(k K) (V, bool) {
 	}
 	e := el.Value.(*lruEntry[K, V])
 	if !c.now().Before(e.expires) {
-		c.order.Remove(el)
-		delete(c.items, k)
 		return zero, false
 	}
 	c.order.MoveToFront(el)

@@ -22,6 +22,9 @@ func TestLRUEvictsLeastRecentAndExpires(t *testing.T) {
 	if _, ok := c.get("a"); ok {
 		t.Fatal("a not expired")
 	}
+	if v, ok := c.peek("a"); !ok || v != 1 {
+		t.Fatalf("expired a is gone: %d, %v", v, ok)
+	}
 	if v, ok := c.peek("c"); !ok || v != 3 {
 		t.Fatalf("peek of expired c = %d, %v", v, ok)
 	}
