@@ -78,7 +78,7 @@ func gatewayURL(s string) (string, error) {
 
 // dialConn opens a connection and waits for the gateway's hello.
 func dialConn(ctx context.Context, url string, httpClient *http.Client, log *slog.Logger) (*conn, error) {
-	ws, _, err := websocket.Dial(ctx, url, &websocket.DialOptions{HTTPClient: httpClient})
+	ws, _, err := websocket.Dial(ctx, url, dialOptions(httpClient))
 	if err != nil {
 		return nil, fmt.Errorf("client: dial %s: %w", url, err)
 	}

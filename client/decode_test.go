@@ -1,0 +1,179 @@
+package client
+
+import (
+	"bytes"
+	"testing"
+	"time"
+
+	"github.com/iagon/gridchat/e2ee"
+)
+
+func mustCodec(t testing.TB) codec {
+	cd, err := newCodec()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cd
+}
+
+func TestPayloadRoundTripAndRefusals(t *testing.T) {
+	cd := mustCodec(t)
+	sender := bytes.Repeat([]byte{7}, 32)
+	good := []*payload{
+		{Type: PayloadText, Seq: 1, SentMS: 5, Text: "hello"},
+		{Type: PayloadAttachment, Seq: 2, SentMS: 5, Attachment: &attachmentBody{Name: "a.txt", MIME: "text/plain", Data: []byte("x")}},
+		{Type: PayloadResendRequest, SentMS: 5, Resend: &resendBody{Sender: sender, Seqs: []uint64{3, 4}}},
+		{Type: PayloadResendRequest, SentMS: 5, Resend: &resendBody{Sender: sender, Epoch: 2}},
+		{Type: PayloadHistory, SentMS: 5, History: &historyBody{Transfer: make([]byte, 16), Index: 0, Key: []byte("k"), Data: []byte("d")}},
+	}
+	for _, p := range good {
+		b, err := cd.encodePayload(p)
+		if err != nil {
+			t.Fatalf("encode %s: %v", p.Type, err)
+		}
+		back, err := cd.decodePayload(b)
+		if err != nil {
+			t.Fatalf("decode %s: %v", p.Type, err)
+		}
+		again, _ := cd.encodePayload(back)
+		if !bytes.Equal(again, b) {
+			t.Fatalf("%s does not round-trip", p.Type)
+		}
+	}
+	bad := map[string]*payload{
+		"text without number":       {Type: PayloadText, SentMS: 5, Text: "x"},
+		"empty text":                {Type: PayloadText, Seq: 1, SentMS: 5},
+		"numbered resend request":   {Type: PayloadResendRequest, Seq: 1, Resend: &resendBody{Sender: sender, Seqs: []uint64{1}}},
+		"resend numbers descending": {Type: PayloadResendRequest, Resend: &resendBody{Sender: sender, Seqs: []uint64{4, 3}}},
+		"resend seqs and epoch":     {Type: PayloadResendRequest, Resend: &resendBody{Sender: sender, Seqs: []uint64{1}, Epoch: 1}},
+		"unknown type":              {Type: 99, Seq: 1},
+		"text with attachment":      {Type: PayloadText, Seq: 1, Text: "x", Attachment: &attachmentBody{}},
+		"first after seq":           {Type: PayloadText, Seq: 1, First: 2, Text: "x"},
+	}
+	for name, p := range bad {
+		if _, err := cd.encodePayload(p); err == nil {
+			t.Errorf("%s: encoded", name)
+		}
+	}
+	// Trailing bytes, unknown keys and a wrong version are refused by the decoder.
+	b, _ := cd.encodePayload(&payload{Type: PayloadText, Seq: 1, Text: "x"})
+	if _, err := cd.decodePayload(append(b, 0)); err == nil {
+		t.Error("trailing byte accepted")
+	}
+	m := map[int]any{1: 1, 2: 1, 3: 1, 4: 0, 5: "x", 99: 1}
+	unk, _ := cd.enc.Marshal(m)
+	if _, err := cd.decodePayload(unk); err == nil {
+		t.Error("unknown key accepted")
+	}
+	m = map[int]any{1: 2, 2: 1, 3: 1, 4: 0, 5: "x"}
+	v2, _ := cd.enc.Marshal(m)
+	if _, err := cd.decodePayload(v2); err == nil {
+		t.Error("version 2 accepted")
+	}
+}
+
+func TestGroupStateRefusesForgedAndOutOfOrderRecords(t *testing.T) {
+	cd := mustCodec(t)
+	now := time.Now()
+	admin, _ := e2ee.NewDeviceKeys(now)
+	achain, _ := e2ee.NewAccount(admin, now)
+	other, _ := e2ee.NewDeviceKeys(now)
+	ochain, _ := e2ee.NewAccount(other, now)
+	ast, _ := e2ee.Replay(achain)
+	ost, _ := e2ee.Replay(ochain)
+	conv, _ := e2ee.NewConversationID()
+	members := []e2ee.AccountID{ast.Account, ost.Account}
+	if cmpAccount(members[0], members[1]) > 0 {
+		members[0], members[1] = members[1], members[0]
+	}
+	g1 := &GroupState{Conversation: conv, Version: 1, Name: "g", Members: members, Admins: []e2ee.AccountID{ast.Account}, Signer: ast.Account, Time: now}
+	rec1, err := cd.signGroupState(admin, g1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cd.verifyGroupState(rec1, nil, nil, ast); err != nil {
+		t.Fatalf("valid version 1 refused: %v", err)
+	}
+	// A non-admin member signs version 2 removing the admin.
+	g2 := *g1
+	g2.Version, g2.Prev, g2.Signer = 2, groupHash(rec1), ost.Account
+	g2.Admins = []e2ee.AccountID{ost.Account}
+	rec2, err := cd.signGroupState(other, &g2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cd.verifyGroupState(rec2, g1, rec1, ost); err == nil {
+		t.Fatal("a non-admin's change was accepted")
+	}
+	// A record claiming the admin as signer but signed by another device.
+	g3 := *g1
+	g3.Version, g3.Prev, g3.Signer = 2, groupHash(rec1), ast.Account
+	rec3, _ := cd.signGroupState(other, &g3)
+	if _, err := cd.verifyGroupState(rec3, g1, rec1, ast); err == nil {
+		t.Fatal("a record signed by a device of another account was accepted")
+	}
+	// A version that skips one.
+	g4 := *g1
+	g4.Version, g4.Prev = 3, groupHash(rec1)
+	rec4, _ := cd.signGroupState(admin, &g4)
+	if _, err := cd.verifyGroupState(rec4, g1, rec1, ast); err == nil {
+		t.Fatal("version 3 accepted after version 1")
+	}
+}
+
+func FuzzDecodePayload(f *testing.F) {
+	cd := mustCodec(f)
+	for _, p := range []*payload{
+		{Type: PayloadText, Seq: 1, SentMS: 5, Text: "hello"},
+		{Type: PayloadResendRequest, SentMS: 5, Resend: &resendBody{Sender: make([]byte, 32), Seqs: []uint64{3, 4}}},
+	} {
+		b, _ := cd.encodePayload(p)
+		f.Add(b)
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		p, err := cd.decodePayload(b)
+		if err != nil {
+			return
+		}
+		if _, err := cd.encodePayload(p); err != nil {
+			t.Fatalf("decoded payload does not encode: %v", err)
+		}
+	})
+}
+
+func FuzzDecodeEnvelope(f *testing.F) {
+	cd := mustCodec(f)
+	b, _ := cd.encodeEnvelope(&envelope{Message: []byte("m"), KeyDist: []byte("k")})
+	f.Add(b)
+	b, _ = cd.encodeEnvelope(&envelope{Keys: [][]byte{[]byte("k")}, WantKeys: true})
+	f.Add(b)
+	f.Fuzz(func(t *testing.T, b []byte) {
+		e, err := cd.decodeEnvelope(b)
+		if err != nil {
+			return
+		}
+		if _, err := cd.encodeEnvelope(e); err != nil {
+			t.Fatalf("decoded envelope does not encode: %v", err)
+		}
+	})
+}
+
+func FuzzDecodeGroupState(f *testing.F) {
+	cd := mustCodec(f)
+	now := time.Now()
+	dk, _ := e2ee.NewDeviceKeys(now)
+	c, _ := e2ee.NewAccount(dk, now)
+	a := c.AccountID()
+	conv, _ := e2ee.NewConversationID()
+	rec, _ := cd.signGroupState(dk, &GroupState{Conversation: conv, Version: 1, Name: "g", Members: []e2ee.AccountID{a}, Admins: []e2ee.AccountID{a}, Signer: a, Time: now})
+	f.Add(rec)
+	f.Fuzz(func(t *testing.T, b []byte) {
+		g, _, _, err := cd.decodeGroupState(b)
+		if err != nil {
+			return
+		}
+		if err := g.check(); err != nil {
+			t.Fatalf("decoded group state fails its own check: %v", err)
+		}
+	})
+}
