@@ -18,7 +18,7 @@ import (
 // baseline records.
 type anyValidator struct{}
 
-func (anyValidator) Validate(string, []byte) error          { return nil }
+func (anyValidator) Validate(string, []byte) error        { return nil }
 func (anyValidator) Select(string, [][]byte) (int, error) { return 0, nil }
 
 // BenchmarkLookupByAccountID measures lookups by account ID in a 20-node
