@@ -1,8 +1,8 @@
 package backup
 
 import (
+	"bytes"
 	"crypto/sha256"
-	"errors"
 	"io"
 	"runtime"
 	"testing"
@@ -149,7 +149,16 @@ func BenchmarkStream(b *testing.B) {
 		k := unlockKey(b, kdf, a)
 		b.SetBytes(int64(len(data)))
 		for b.Loop() {
-			if _, err := openWithKey(k, a); err != nil && !errors.Is(err, io.EOF) {
+			r := bytes.NewReader(a)
+			h, err := ReadHeader(r)
+			if err != nil {
+				b.Fatal(err)
+			}
+			pr, err := OpenPayload(h, k, r)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if _, err := io.Copy(io.Discard, pr); err != nil {
 				b.Fatal(err)
 			}
 		}
