@@ -35,7 +35,7 @@ type KeyEntry struct {
 func keyDistInfo(conv ConversationID, epoch uint64, sender, recipient DeviceID, kid [32]byte) []byte {
 	var e [8]byte
 	putU64(e[:], epoch)
-	return frame.Join(labelKeyDistInfo, SuiteV1.bytes(), conv[:], e[:], sender[:], recipient[:], kid[:])
+	return frame.Join(labelKeyDistInfo, suiteV1().bytes(), conv[:], e[:], sender[:], recipient[:], kid[:])
 }
 
 // Distribute seals session's key to every recipient (every current device of every member, including the

@@ -95,7 +95,7 @@ func DecodeDevicePublic(data []byte) (DevicePublic, error) {
 	if err := readHeader(r, tagDevicePublic, op); err != nil {
 		return DevicePublic{}, err
 	}
-	p := DevicePublic{Suite: SuiteV1, Signing: ed25519.PublicKey(r.Raw(ed25519.PublicKeySize)), Messaging: r.Var(messagingPublicSize)}
+	p := DevicePublic{Suite: suiteV1(), Signing: ed25519.PublicKey(r.Raw(ed25519.PublicKeySize)), Messaging: r.Var(messagingPublicSize)}
 	if !r.Done() || len(p.Messaging) != messagingPublicSize {
 		return DevicePublic{}, malformed(op)
 	}
@@ -143,7 +143,7 @@ func newDeviceKeys(rnd io.Reader, now time.Time) (*DeviceKeys, error) {
 		return nil, fmt.Errorf("e2ee: new device keys: %w", err)
 	}
 	dk := &DeviceKeys{signing: ed25519.NewKeyFromSeed(seed)}
-	dk.public = DevicePublic{Suite: SuiteV1, Signing: dk.signing.Public().(ed25519.PublicKey), Messaging: mp.priv.PublicKey().Bytes()}
+	dk.public = DevicePublic{Suite: suiteV1(), Signing: dk.signing.Public().(ed25519.PublicKey), Messaging: mp.priv.PublicKey().Bytes()}
 	dk.id = dk.public.ID()
 	mp.signed, err = dk.signMessagingKey(mp.priv.PublicKey().Bytes(), now, DefaultMessagingKeyLifetime)
 	if err != nil {
@@ -304,7 +304,7 @@ func DecodeDeviceKeys(data []byte) (*DeviceKeys, error) {
 	}
 	dk := &DeviceKeys{signing: ed25519.NewKeyFromSeed(seed)}
 	frame.Zero(seed)
-	dk.public.Suite = SuiteV1
+	dk.public.Suite = suiteV1()
 	dk.public.Signing = dk.signing.Public().(ed25519.PublicKey)
 	dk.id = dk.public.ID()
 	for i := 0; i < n; i++ {
@@ -381,3 +381,6 @@ func unixSeconds(t time.Time) uint64 {
 }
 
 func fromUnix(s uint64) time.Time { return time.Unix(int64(s), 0).UTC() }
+
+// DeviceIDOf returns the device ID of an Ed25519 signing public key.
+func DeviceIDOf(signing ed25519.PublicKey) DeviceID { return deviceIDOf(signing) }

@@ -34,7 +34,7 @@ func messageAD(conv ConversationID, epoch uint64, sender DeviceID, counter uint6
 	var e, c [8]byte
 	putU64(e[:], epoch)
 	putU64(c[:], counter)
-	return frame.Join(labelMessageAD, SuiteV1.bytes(), conv[:], e[:], sender[:], c[:])
+	return frame.Join(labelMessageAD, suiteV1().bytes(), conv[:], e[:], sender[:], c[:])
 }
 
 func (m *Message) transcript() ([]byte, error) {

@@ -121,11 +121,11 @@ type KeyChallenge struct {
 }
 
 func challengeInfo(dev DeviceID, kid [32]byte, gateway, nonce []byte) []byte {
-	return frame.Join(labelChallengeInfo, SuiteV1.bytes(), dev[:], kid[:], gateway, nonce)
+	return frame.Join(labelChallengeInfo, suiteV1().bytes(), dev[:], kid[:], gateway, nonce)
 }
 
 func challengeAnswer(secret []byte, dev DeviceID, gateway, nonce []byte) [32]byte {
-	return frame.Hash(labelChallengeAns, SuiteV1.bytes(), secret, dev[:], gateway, nonce)
+	return frame.Hash(labelChallengeAns, suiteV1().bytes(), secret, dev[:], gateway, nonce)
 }
 
 // NewKeyChallenge seals a fresh 32-byte challenge to dev's registration messaging key, bound to the device,

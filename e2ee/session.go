@@ -77,7 +77,7 @@ func (s *Session) Members() []DeviceID { return slices.Clone(s.member) }
 func chainContext(conv ConversationID, epoch uint64, dev DeviceID) []byte {
 	var e [8]byte
 	putU64(e[:], epoch)
-	return frame.Join(labelChainContext, SuiteV1.bytes(), conv[:], e[:], dev[:])
+	return frame.Join(labelChainContext, suiteV1().bytes(), conv[:], e[:], dev[:])
 }
 
 // finish derives every member's chain key from the session key and erases the session key.

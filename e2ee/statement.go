@@ -165,7 +165,7 @@ func validProvider(s string) bool {
 func validateBody(body Body) error {
 	switch v := body.(type) {
 	case *Genesis:
-		if len(v.Device.Signing) != 32 || len(v.Device.Messaging) != messagingPublicSize || v.Device.Suite != SuiteV1 {
+		if len(v.Device.Signing) != 32 || len(v.Device.Messaging) != messagingPublicSize || v.Device.Suite != suiteV1() {
 			return fmt.Errorf("genesis device keys")
 		}
 	case *AddDevice:

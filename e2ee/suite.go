@@ -31,7 +31,7 @@ type Suite struct {
 	AEAD    uint16
 }
 
-// SuiteV1 is the only suite of version 1.
+// SuiteV1 is the only suite of version 1. It is a value to compare with and copy; never assign to it.
 var SuiteV1 = Suite{Version: Version, Sig: SigEd25519ctx, KEM: KEMMLKEM768X25519, KDF: KDFHKDFSHA256, AEAD: AEADChaCha20Poly1305}
 
 const suiteSize = 9
@@ -42,6 +42,12 @@ func (s Suite) put(b *frame.Builder) {
 	b.U16(s.KEM)
 	b.U16(s.KDF)
 	b.U16(s.AEAD)
+}
+
+// suiteV1 returns the version 1 suite without reading the exported variable, so no assignment to SuiteV1 can
+// change what this package produces or accepts.
+func suiteV1() Suite {
+	return Suite{Version: Version, Sig: SigEd25519ctx, KEM: KEMMLKEM768X25519, KDF: KDFHKDFSHA256, AEAD: AEADChaCha20Poly1305}
 }
 
 func (s Suite) bytes() []byte {
@@ -63,13 +69,13 @@ func readHeader(r *frame.Reader, tag byte, op string) error {
 	return readSuite(r, op)
 }
 
-// readSuite reads a suite and refuses anything but SuiteV1.
+// readSuite reads a suite and refuses anything but the version 1 suite.
 func readSuite(r *frame.Reader, op string) error {
 	s := Suite{Version: r.U8(), Sig: r.U16(), KEM: r.U16(), KDF: r.U16(), AEAD: r.U16()}
 	if !r.OK() {
 		return malformed(op)
 	}
-	if s != SuiteV1 {
+	if s != suiteV1() {
 		return errorf(op, ErrUnsupported, "suite %+v", s)
 	}
 	return nil
@@ -79,7 +85,7 @@ func readSuite(r *frame.Reader, op string) error {
 func putHeader(b *frame.Builder, tag byte) {
 	b.U8(tag)
 	b.U8(Version)
-	SuiteV1.put(b)
+	suiteV1().put(b)
 }
 
 func hpkeKEM() hpke.KEM   { return hpke.MLKEM768X25519() }
