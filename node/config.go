@@ -61,6 +61,8 @@ type Config struct {
 	// Directory configures the key directory (clock, username lifetime,
 	// limits, publication log).
 	Directory keyregistry.Settings
+	// Mailbox configures the mailbox service (limits, clock).
+	Mailbox MailboxSettings
 	// ConnectionGater, when set, may refuse connections to and from peers
 	// (an operator's block list; tests use it to partition a swarm).
 	ConnectionGater connmgr.ConnectionGater

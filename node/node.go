@@ -38,6 +38,7 @@ import (
 	"github.com/iagon/gridchat/dht"
 	"github.com/iagon/gridchat/gateway"
 	"github.com/iagon/gridchat/keyregistry"
+	"github.com/iagon/gridchat/relay/mailbox"
 )
 
 // DatastoreDir is the Pebble datastore's directory inside the data directory.
@@ -60,6 +61,7 @@ type Node struct {
 	pubsub *pubsub.PubSub
 	gw     *gateway.Server
 	dir    *keyregistry.Service
+	mbox   *mailbox.Service
 
 	// ctx lives until Close; the node's goroutines and pubsub run under it.
 	ctx    context.Context
@@ -145,6 +147,9 @@ func New(ctx context.Context, cfg Config) (_ *Node, err error) {
 	// they can add their routes to it with n.gw.Handle; Close stops them
 	// before the gateway and the grid.
 	if err := n.startDirectory(); err != nil {
+		return nil, err
+	}
+	if err := n.startMailbox(); err != nil {
 		return nil, err
 	}
 
@@ -256,6 +261,9 @@ func (n *Node) Close() error {
 			ctx, cancel := context.WithTimeout(context.Background(), n.cfg.ShutdownTimeout)
 			errs = append(errs, n.gw.Close(ctx))
 			cancel()
+		}
+		if n.mbox != nil {
+			errs = append(errs, n.mbox.Close())
 		}
 		if n.dir != nil {
 			errs = append(errs, n.dir.Close())

@@ -292,14 +292,14 @@ func (c *change) addTombstone(ctx context.Context, e *Envelope, now time.Time, r
 	return nil
 }
 
-// PutResult says what a Put did.
-type PutResult int
+// PutKind says what a Store.Put did.
+type PutKind int
 
 // Outcomes of Put that are not errors.
 const (
-	Stored    PutResult = iota + 1 // written now
-	Duplicate                      // already held: nothing written
-	Delivered                      // already deleted by the device (acknowledged): nothing written
+	Written   PutKind = iota + 1 // written now
+	Duplicate                    // already held: nothing written
+	Delivered                    // already deleted by the device (acknowledged): nothing written
 )
 
 // Put stores e in its recipient's mailbox and syncs it to disk. It refuses an envelope over the size limit
@@ -307,7 +307,7 @@ const (
 // (ErrMalformed), one past the sender's quota (ErrSenderQuota) or the mailbox's byte quota (ErrMailboxFull), and
 // any for a revoked device (ErrRevoked). When the mailbox is at its count limit the oldest envelope expires and
 // leaves a tombstone.
-func (s *Store) Put(ctx context.Context, e *Envelope, now time.Time) (PutResult, error) {
+func (s *Store) Put(ctx context.Context, e *Envelope, now time.Time) (PutKind, error) {
 	dev := e.Recipient
 	if len(e.Ciphertext) == 0 {
 		return 0, errorf(StatusMalformed, "empty ciphertext")
@@ -329,7 +329,7 @@ func (s *Store) Put(ctx context.Context, e *Envelope, now time.Time) (PutResult,
 	}
 	for _, k := range []struct {
 		prefix string
-		res    PutResult
+		res    PutKind
 	}{{pIndex, Duplicate}, {pDel, Delivered}, {pTomb, 0}} {
 		ok, err := s.d.Has(ctx, idKey(k.prefix, dev, e.MessageID))
 		if err != nil {
@@ -394,7 +394,7 @@ func (s *Store) Put(ctx context.Context, e *Envelope, now time.Time) (PutResult,
 	if err := c.commit(ctx); err != nil {
 		return 0, fmt.Errorf("mailbox: put: %w", err)
 	}
-	return Stored, nil
+	return Written, nil
 }
 
 // oldest returns up to n of dev's envelopes in delivery order.

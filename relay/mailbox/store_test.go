@@ -59,7 +59,7 @@ func TestStoreKeepsEnvelopesAcrossRestart(t *testing.T) {
 	s := NewStore(namespace.Wrap(d, ds.NewKey("/mailbox")), Limits{})
 	to, from := randDevice(t), randDevice(t)
 	for i := range 10 {
-		if res, err := s.Put(ctx, env(to, from, i, t0.Add(time.Duration(i)*time.Second)), t0.Add(time.Minute)); err != nil || res != Stored {
+		if res, err := s.Put(ctx, env(to, from, i, t0.Add(time.Duration(i)*time.Second)), t0.Add(time.Minute)); err != nil || res != Written {
 			t.Fatalf("put %d: %v %v", i, res, err)
 		}
 	}
@@ -109,7 +109,7 @@ func TestStoreDuplicatePutIsIdempotent(t *testing.T) {
 	s := newTestStore(t, Limits{})
 	to, from := randDevice(t), randDevice(t)
 	e := env(to, from, 1, t0)
-	if r, err := s.Put(ctx, e, t0); err != nil || r != Stored {
+	if r, err := s.Put(ctx, e, t0); err != nil || r != Written {
 		t.Fatal(r, err)
 	}
 	if r, err := s.Put(ctx, e, t0); err != nil || r != Duplicate {
