@@ -562,3 +562,45 @@ func TestRenewalPolicy(t *testing.T) {
 		}
 	}
 }
+
+func TestMessageFromRevokedOrUnknownSenderRefused(t *testing.T) {
+	p := newParty(t)
+	chain, err := NewAccount(p.a1, t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := chain.Append(p.a1, &AddDevice{Cert: NewDeviceCert(p.a2, chain.AccountID(), t0)}, t0); err != nil {
+		t.Fatal(err)
+	}
+	sess, kd := distribute(t, convA, 1, p.a2, p.a1, p.b1)
+	snd, err := sess.Sender(p.a2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := seal(t, snd, 1)[0]
+	rs, err := Open(kd, p.a2.Public(), p.b1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The receiver resolves the sender through the account's replayed chain: after a2 is revoked, it gets
+	// no key for a2 and cannot build a receiver for its messages.
+	if _, err := chain.Append(p.a1, &RevokeDevice{Device: p.a2.ID()}, t0.Add(time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	alice, err := Replay(chain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = alice.SenderKey(m.Sender)
+	requireIs(t, err, ErrRevoked)
+	// A device outside the account is unknown, and a message claiming another sender is refused by the
+	// receiver of the real one.
+	_, err = alice.SenderKey(p.b2.ID())
+	requireIs(t, err, ErrUnknownSender)
+	rcv, err := rs.Receiver(p.a1.Public(), ReceiverOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = rcv.Open(m)
+	requireIs(t, err, ErrUnknownSender)
+}
