@@ -21,7 +21,6 @@ type nonceRequest struct {
 
 type nonceResponse struct {
 	Nonce     []byte `json:"nonce"`
-	Expires   int64  `json:"expires,omitempty"`
 	Challenge []byte `json:"challenge,omitempty"`
 }
 
@@ -65,7 +64,12 @@ func Register(ctx context.Context, cfg Config, username string) (*Client, error)
 	if err != nil {
 		return nil, err
 	}
-	chain, err := e2ee.NewAccount(dev, now)
+	// The directory registers the genesis statement alone; the username follows as an append.
+	genesis, err := e2ee.NewAccount(dev, now)
+	if err != nil {
+		return nil, err
+	}
+	chain, err := e2ee.DecodeChain(genesis.Encode())
 	if err != nil {
 		return nil, err
 	}
@@ -76,7 +80,7 @@ func Register(ctx context.Context, cfg Config, username string) (*Client, error)
 	}
 	var lastErr error
 	for _, url := range cfg.Gateways {
-		if err := registerAt(ctx, cfg, url, dev, chain); err != nil {
+		if err := registerAt(ctx, cfg, url, dev, genesis, chain); err != nil {
 			lastErr = err
 			if ctx.Err() != nil {
 				break
@@ -88,7 +92,7 @@ func Register(ctx context.Context, cfg Config, username string) (*Client, error)
 	return nil, fmt.Errorf("client: register: %w", lastErr)
 }
 
-func registerAt(ctx context.Context, cfg Config, url string, dev *e2ee.DeviceKeys, chain *e2ee.Chain) error {
+func registerAt(ctx context.Context, cfg Config, url string, dev *e2ee.DeviceKeys, genesis, chain *e2ee.Chain) error {
 	cctx, cancel := context.WithTimeout(ctx, cfg.CallTimeout)
 	defer cancel()
 	cn, err := dialConn(cctx, url, cfg.HTTPClient, cfg.Logger)
@@ -104,13 +108,21 @@ func registerAt(ctx context.Context, cfg Config, url string, dev *e2ee.DeviceKey
 	if err != nil {
 		return err
 	}
-	req := registerRequest{Nonce: grant.Nonce, Chain: chain.Encode(), Proof: proof.Encode()}
+	req := registerRequest{Nonce: grant.Nonce, Chain: genesis.Encode(), Proof: proof.Encode()}
 	if len(grant.Challenge) > 0 {
 		if req.Answer, err = dev.AnswerKeyChallenge(cn.hello.GatewayID, grant.Nonce, grant.Challenge); err != nil {
 			return err
 		}
 	}
-	return cn.call(cctx, opDirRegister, req, nil)
+	if err := cn.call(cctx, opDirRegister, req, nil); err != nil {
+		return err
+	}
+	if chain.Len() > genesis.Len() {
+		if err := cn.call(cctx, opDirAppend, appendRequest{Chain: chain.Encode()}, nil); err != nil {
+			return fmt.Errorf("claim username: %w", err)
+		}
+	}
+	return nil
 }
 
 // publishChain hands an extended chain of this account to the directory.
