@@ -277,8 +277,12 @@ func TestEveryHeaderByteFlipIsRefused(t *testing.T) {
 		for _, m := range []byte{0x01, 0xff} {
 			b := bytes.Clone(a)
 			b[i] ^= m
-			if _, err := open(kdf, b, pass); !isTyped(err) {
-				t.Fatalf("byte %d mask %#x, passphrase: error = %v", i, m, err)
+			// Each flipped salt or parameter costs a real Argon2id run,
+			// so the passphrase path takes one mask per byte.
+			if m == 0xff {
+				if _, err := open(kdf, b, pass); !isTyped(err) {
+					t.Fatalf("byte %d mask %#x, passphrase: error = %v", i, m, err)
+				}
 			}
 			if _, err := NewRecoveryReader(bytes.NewReader(b), rk); !isTyped(err) {
 				t.Fatalf("byte %d mask %#x, recovery key: error = %v", i, m, err)
