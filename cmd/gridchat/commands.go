@@ -314,6 +314,7 @@ incoming messages (waiting after end of input at most --timeout).`,
 			}
 			out := cmd.OutOrStdout()
 			nm := names(c)
+			fmt.Fprintf(out, "chatting with %s (type /quit to leave)\n", args[0])
 			history, err := c.Messages(cv.ID)
 			if err != nil {
 				return err

@@ -1,0 +1,215 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// buildBinaries builds gridchat and gridnode into a temporary directory.
+func buildBinaries(t *testing.T) (gridchat, gridnode string) {
+	t.Helper()
+	dir := t.TempDir()
+	gobin := filepath.Join(runtime.GOROOT(), "bin", "go")
+	for _, b := range []struct{ pkg, out string }{
+		{"github.com/iagon/gridchat/cmd/gridchat", filepath.Join(dir, "gridchat")},
+		{"github.com/iagon/gridchat/cmd/gridnode", filepath.Join(dir, "gridnode")},
+	} {
+		cmd := exec.Command(gobin, "build", "-o", b.out, b.pkg)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("build %s: %v\n%s", b.pkg, err, out)
+		}
+	}
+	return filepath.Join(dir, "gridchat"), filepath.Join(dir, "gridnode")
+}
+
+// lines collects a process's output lines and lets the test wait for one.
+type lines struct {
+	mu   sync.Mutex
+	all  []string
+	more chan struct{}
+}
+
+func watch(r io.Reader) *lines {
+	l := &lines{more: make(chan struct{}, 1)}
+	go func() {
+		sc := bufio.NewScanner(r)
+		for sc.Scan() {
+			l.mu.Lock()
+			l.all = append(l.all, sc.Text())
+			l.mu.Unlock()
+			select {
+			case l.more <- struct{}{}:
+			default:
+			}
+		}
+		close(l.more)
+	}()
+	return l
+}
+
+// waitFor returns the first line containing s, failing after d.
+func (l *lines) waitFor(t *testing.T, s string, d time.Duration) string {
+	t.Helper()
+	deadline := time.After(d)
+	for {
+		l.mu.Lock()
+		for _, x := range l.all {
+			if strings.Contains(x, s) {
+				l.mu.Unlock()
+				return x
+			}
+		}
+		l.mu.Unlock()
+		select {
+		case _, ok := <-l.more:
+			if !ok {
+				l.mu.Lock()
+				defer l.mu.Unlock()
+				for _, x := range l.all {
+					if strings.Contains(x, s) {
+						return x
+					}
+				}
+				t.Fatalf("output ended without %q:\n%s", s, strings.Join(l.all, "\n"))
+			}
+		case <-deadline:
+			l.mu.Lock()
+			defer l.mu.Unlock()
+			t.Fatalf("no %q within %s:\n%s", s, d, strings.Join(l.all, "\n"))
+		}
+	}
+}
+
+// Acceptance 8: gridchat, run as real processes, does one full chat between two users against a swarm
+// started by "gridnode swarm".
+func TestGridchatProcessesChatAgainstGridnodeSwarm(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs binaries")
+	}
+	gridchat, gridnode := buildBinaries(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+
+	swarm := exec.CommandContext(ctx, gridnode, "swarm", "-n", "2", "--data-dir", t.TempDir())
+	swarm.Cancel = func() error { return swarm.Process.Signal(os.Interrupt) }
+	swarm.WaitDelay = 20 * time.Second
+	out, err := swarm.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	swarm.Stderr = os.Stderr
+	if err := swarm.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cancel(); _ = swarm.Wait() })
+	nodes := watch(out)
+	nodes.waitFor(t, "swarm ready", time.Minute)
+	gw := func(n string) string {
+		line := nodes.waitFor(t, "node="+n+" ", time.Second)
+		for _, f := range strings.Fields(line) {
+			if v, ok := strings.CutPrefix(f, "gateway="); ok {
+				return v
+			}
+		}
+		t.Fatalf("no gateway in %q", line)
+		return ""
+	}
+	gw1, gw2 := gw("1"), gw("2")
+
+	alice, bob := t.TempDir(), t.TempDir()
+	run := func(home string, args ...string) string {
+		t.Helper()
+		cmd := exec.CommandContext(ctx, gridchat, append([]string{"--home", home}, args...)...)
+		b, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("gridchat %s: %v\n%s", strings.Join(args, " "), err, b)
+		}
+		return string(b)
+	}
+	run(alice, "init", "--node", gw1, "--username", "alice")
+	run(bob, "init", "--node", gw2, "--username", "bob")
+
+	// Bob opens an interactive chat with Alice and keeps it open.
+	bobChat := exec.CommandContext(ctx, gridchat, "--home", bob, "chat", "alice")
+	bobIn, _ := bobChat.StdinPipe()
+	bobOut, _ := bobChat.StdoutPipe()
+	bobChat.Stderr = os.Stderr
+	if err := bobChat.Start(); err != nil {
+		t.Fatal(err)
+	}
+	bobLines := watch(bobOut)
+	bobLines.waitFor(t, "chatting with alice", 30*time.Second)
+
+	// Alice says hello and waits for one answer.
+	aliceChat := exec.CommandContext(ctx, gridchat, "--home", alice, "chat", "bob", "--until", "1", "--timeout", "60s")
+	aliceChat.Stdin = strings.NewReader("hello bob, it's alice\n")
+	aliceOut, _ := aliceChat.StdoutPipe()
+	aliceChat.Stderr = os.Stderr
+	if err := aliceChat.Start(); err != nil {
+		t.Fatal(err)
+	}
+	aliceLines := watch(aliceOut)
+
+	bobLines.waitFor(t, "alice: hello bob, it's alice", 60*time.Second)
+	if _, err := io.WriteString(bobIn, "hi alice, bob here\n"); err != nil {
+		t.Fatal(err)
+	}
+	aliceLines.waitFor(t, "bob: hi alice, bob here", 60*time.Second)
+	if err := aliceChat.Wait(); err != nil {
+		t.Fatalf("alice's chat: %v", err)
+	}
+	bobIn.Close()
+	if err := bobChat.Wait(); err != nil {
+		t.Fatalf("bob's chat: %v", err)
+	}
+	// Both histories hold the whole chat.
+	for _, home := range []string{alice, bob} {
+		peer := "bob"
+		if home == bob {
+			peer = "alice"
+		}
+		h := run(home, "history", peer)
+		if !strings.Contains(h, "hello bob, it's alice") || !strings.Contains(h, "hi alice, bob here") {
+			t.Fatalf("history of %s:\n%s", peer, h)
+		}
+	}
+}
+
+func TestGridchatHelpAndUsageErrors(t *testing.T) {
+	root := newRootCmd()
+	var b strings.Builder
+	root.SetOut(&b)
+	root.SetArgs([]string{"--help"})
+	if err := root.Execute(); err != nil {
+		t.Fatal(err)
+	}
+	for _, sub := range []string{"init", "link", "invite", "chat", "group", "verify", "backup", "restore", "devices", "revoke", "contacts"} {
+		if !strings.Contains(b.String(), sub) {
+			t.Errorf("--help does not list %q", sub)
+		}
+	}
+	root = newRootCmd()
+	root.SetOut(io.Discard)
+	root.SetErr(io.Discard)
+	root.SetArgs([]string{"--home", t.TempDir(), "init"})
+	err := root.Execute()
+	if err == nil || !strings.Contains(err.Error(), "--node") {
+		t.Fatalf("init without --node: %v", err)
+	}
+	root = newRootCmd()
+	root.SetOut(io.Discard)
+	root.SetArgs([]string{"--home", t.TempDir(), "chat", "bob"})
+	err = root.Execute()
+	if err == nil || !strings.Contains(err.Error(), "gridchat init") {
+		t.Fatalf("chat without a device: %v", err)
+	}
+}
