@@ -33,7 +33,7 @@ type node struct {
 	log     *tlog.Log
 }
 
-func newHost(t *testing.T) (host.Host, ed25519.PrivateKey) {
+func newHost(t testing.TB) (host.Host, ed25519.PrivateKey) {
 	t.Helper()
 	priv, _, err := crypto.GenerateEd25519Key(nil)
 	if err != nil {
@@ -51,7 +51,7 @@ func newHost(t *testing.T) (host.Host, ed25519.PrivateKey) {
 	return h, ed25519.PrivateKey(raw)
 }
 
-func startWitness(t *testing.T, n *node) {
+func startWitness(t testing.TB, n *node) {
 	t.Helper()
 	w, err := New(context.Background(), Config{
 		Host: n.host, PubSub: n.ps, Datastore: n.store, Key: n.key,
@@ -65,7 +65,7 @@ func startWitness(t *testing.T, n *node) {
 }
 
 // newSwarm starts n connected nodes, each running a witness.
-func newSwarm(t *testing.T, count int) []*node {
+func newSwarm(t testing.TB, count int) []*node {
 	t.Helper()
 	nodes := make([]*node, count)
 	for i := range nodes {
@@ -100,7 +100,7 @@ func newSwarm(t *testing.T, count int) []*node {
 }
 
 // startLog runs n's log, witnessed by the given nodes with the given quorum.
-func startLog(t *testing.T, n *node, witnesses []*node, quorum int) {
+func startLog(t testing.TB, n *node, witnesses []*node, quorum int) {
 	t.Helper()
 	var peers []Peer
 	for _, w := range witnesses {
@@ -122,7 +122,7 @@ func startLog(t *testing.T, n *node, witnesses []*node, quorum int) {
 }
 
 // policy returns the receipt policy of a client that trusts the witnesses.
-func policy(t *testing.T, quorum int, witnesses ...*node) chain.Policy {
+func policy(t testing.TB, quorum int, witnesses ...*node) chain.Policy {
 	t.Helper()
 	p := chain.Policy{LogKey: PeerLogKey, Quorum: quorum}
 	for _, w := range witnesses {
@@ -135,7 +135,7 @@ func policy(t *testing.T, quorum int, witnesses ...*node) chain.Policy {
 	return p
 }
 
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(d)
 	for !cond() {
@@ -152,7 +152,7 @@ func record(i int) chain.Record {
 	return chain.Record{Account: k, Seq: uint64(i % 4), Body: fmt.Appendf(nil, "statement %d", i)}
 }
 
-func signNote(t *testing.T, s note.Signer, text string) []byte {
+func signNote(t testing.TB, s note.Signer, text string) []byte {
 	t.Helper()
 	b, err := note.Sign(&note.Note{Text: text}, s)
 	if err != nil {
