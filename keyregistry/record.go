@@ -174,3 +174,22 @@ func (r *Record) receiptFor(seq uint64) []byte {
 	}
 	return r.Receipts[i].Body
 }
+
+// DecodeRecord decodes a directory record strictly (it does not replay the
+// chain; e2ee.Replay does).
+func DecodeRecord(b []byte) (*Record, error) {
+	r, err := newCodec().unmarshal(b)
+	if err != nil {
+		return nil, fmt.Errorf("keyregistry: %w", err)
+	}
+	return r, nil
+}
+
+// Encode returns the canonical encoding of r.
+func (r *Record) Encode() ([]byte, error) {
+	b, err := newCodec().marshal(r)
+	if err != nil {
+		return nil, fmt.Errorf("keyregistry: %w", err)
+	}
+	return b, nil
+}
