@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"runtime/debug"
 	"sync"
@@ -44,6 +45,14 @@ import (
 // DatastoreDir is the Pebble datastore's directory inside the data directory.
 const DatastoreDir = "datastore"
 
+// LockFile is the file in the data directory that a running node holds an
+// exclusive lock on.
+const LockFile = "LOCK"
+
+// ErrDataDirInUse is returned by New when another node holds the data
+// directory.
+var ErrDataDirInUse = errors.New("data directory is in use by another node")
+
 // dhtNamespace is the datastore namespace of the DHT's records. Services
 // take namespaces of their own (/keyregistry, /relay, ...).
 const dhtNamespace = "/dht"
@@ -51,9 +60,10 @@ const dhtNamespace = "/dht"
 // Node is one running gridchat node. Its accessors return the parts that
 // services build on; none of them may be closed by the caller.
 type Node struct {
-	cfg Config
-	log *slog.Logger
-	reg *prometheus.Registry
+	cfg     Config
+	log     *slog.Logger
+	reg     *prometheus.Registry
+	dirLock *os.File // held while the node runs; nil without a data directory
 
 	store  ds.Batching
 	host   host.Host
@@ -99,6 +109,11 @@ func New(ctx context.Context, cfg Config) (_ *Node, err error) {
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
 
+	if cfg.DataDir != "" {
+		if n.dirLock, err = lockDataDir(cfg.DataDir); err != nil {
+			return nil, err
+		}
+	}
 	key, err := n.openIdentity()
 	if err != nil {
 		return nil, err
@@ -229,6 +244,13 @@ func (n *Node) newHost(key crypto.PrivKey, p parsed) (host.Host, error) {
 	if err != nil {
 		return nil, fmt.Errorf("node: libp2p host: %w", err)
 	}
+	// libp2p starts when at least one address listens; a node must listen
+	// on every address it was given (a port in use is an error).
+	if got := h.Network().ListenAddresses(); len(got) < len(p.listen) {
+		h.Close()
+		return nil, fmt.Errorf("node: libp2p host: listening on %d of the %d listen addresses %v (address in use?)",
+			len(got), len(p.listen), p.listen)
+	}
 	return h, nil
 }
 
@@ -284,6 +306,12 @@ func (n *Node) Close() error {
 				errs = append(errs, fmt.Errorf("node: close datastore: %w", err))
 			}
 		}
+		if n.dirLock != nil {
+			// Closing the file releases the lock.
+			if err := n.dirLock.Close(); err != nil {
+				errs = append(errs, fmt.Errorf("node: unlock data directory: %w", err))
+			}
+		}
 		n.closeErr = errors.Join(errs...)
 		if n.host != nil {
 			n.log.Info("node stopped", "peer_id", n.host.ID().String())
@@ -316,6 +344,10 @@ func (n *Node) Metrics() *prometheus.Registry { return n.reg }
 
 // Logger returns the node's logger.
 func (n *Node) Logger() *slog.Logger { return n.log }
+
+// DataDir returns the node's data directory ("" for an in-memory node
+// without one).
+func (n *Node) DataDir() string { return n.cfg.DataDir }
 
 // Directory returns the node's key directory service.
 func (n *Node) Directory() *keyregistry.Service { return n.dir }
