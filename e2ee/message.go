@@ -1,6 +1,7 @@
 package e2ee
 
 import (
+	"encoding/binary"
 	"fmt"
 	"maps"
 	"slices"
@@ -31,10 +32,30 @@ type Message struct {
 }
 
 func messageAD(conv ConversationID, epoch uint64, sender DeviceID, counter uint64) []byte {
+	// J(label, suite, conv, epoch, sender, counter), written without a builder: it is on the hot path.
+	ad := make([]byte, 0, 6*4+len(labelMessageAD)+suiteSize+32+8+32+8)
+	field := func(p []byte) []byte {
+		ad = binary.BigEndian.AppendUint32(ad, uint32(len(p)))
+		return append(ad, p...)
+	}
+	ad = binary.BigEndian.AppendUint32(ad, uint32(len(labelMessageAD)))
+	ad = append(ad, labelMessageAD...)
+	var suite [suiteSize]byte
+	s := suiteV1()
+	suite[0] = s.Version
+	binary.BigEndian.PutUint16(suite[1:], s.Sig)
+	binary.BigEndian.PutUint16(suite[3:], s.KEM)
+	binary.BigEndian.PutUint16(suite[5:], s.KDF)
+	binary.BigEndian.PutUint16(suite[7:], s.AEAD)
+	ad = field(suite[:])
+	ad = field(conv[:])
 	var e, c [8]byte
-	putU64(e[:], epoch)
-	putU64(c[:], counter)
-	return frame.Join(labelMessageAD, suiteV1().bytes(), conv[:], e[:], sender[:], c[:])
+	binary.BigEndian.PutUint64(e[:], epoch)
+	binary.BigEndian.PutUint64(c[:], counter)
+	ad = field(e[:])
+	ad = field(sender[:])
+	ad = field(c[:])
+	return ad
 }
 
 func (m *Message) transcript() ([]byte, error) {

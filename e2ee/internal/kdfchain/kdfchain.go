@@ -4,6 +4,7 @@ package kdfchain
 
 import (
 	"crypto/hkdf"
+	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/binary"
 )
@@ -43,18 +44,27 @@ func Start(sessionKey []byte, context []byte) ([KeySize]byte, error) {
 
 // Step advances chain key ck (at message counter n) by one: it returns the next chain key and the message key
 // and nonce for message n. HKDF-Expand with PRK = ck and info = label || uint64be(n), 76 bytes split 32/32/12.
+// It computes RFC 5869's T(1..3) directly with one HMAC instance, since it runs once per message.
 func Step(ck *[KeySize]byte, n uint64) (next [KeySize]byte, key [KeySize]byte, nonce [NonceSize]byte, err error) {
 	var info [len(LabelChainStep) + 8]byte
 	copy(info[:], LabelChainStep)
 	binary.BigEndian.PutUint64(info[len(LabelChainStep):], n)
-	out, err := hkdf.Expand(sha256.New, ck[:], string(info[:]), 2*KeySize+NonceSize)
-	if err != nil {
-		return next, key, nonce, err
+	mac := hmac.New(sha256.New, ck[:])
+	var t [3 * sha256.Size]byte
+	var prev []byte
+	for i := 0; i < 3; i++ {
+		if i > 0 {
+			mac.Reset()
+		}
+		mac.Write(prev)
+		mac.Write(info[:])
+		mac.Write([]byte{byte(i + 1)})
+		prev = mac.Sum(t[i*sha256.Size : i*sha256.Size])
 	}
-	copy(next[:], out[:KeySize])
-	copy(key[:], out[KeySize:2*KeySize])
-	copy(nonce[:], out[2*KeySize:])
-	zero(out)
+	copy(next[:], t[:KeySize])
+	copy(key[:], t[KeySize:2*KeySize])
+	copy(nonce[:], t[2*KeySize:2*KeySize+NonceSize])
+	zero(t[:])
 	return next, key, nonce, nil
 }
 
