@@ -179,7 +179,7 @@ func DecodeSender(data []byte, dev *DeviceKeys) (*Sender, error) {
 // ReceiverOptions configures a Receiver.
 type ReceiverOptions struct {
 	// MaxSkip bounds the message keys kept for skipped (missing or out-of-order) messages and how far ahead a
-	// message may jump. 0 means DefaultMaxSkip.
+	// message may jump. 0 means DefaultMaxSkip; values above MaxSkipLimit are lowered to it.
 	MaxSkip int
 }
 
@@ -207,6 +207,7 @@ func newReceiver(conv ConversationID, epoch uint64, sender DevicePublic, ck [32]
 	if opts.MaxSkip <= 0 {
 		opts.MaxSkip = DefaultMaxSkip
 	}
+	opts.MaxSkip = min(opts.MaxSkip, MaxSkipLimit)
 	return &Receiver{conv: conv, epoch: epoch, sender: sender, id: sender.ID(), ck: ck, maxSkip: opts.MaxSkip, skipped: map[uint64]*skippedKey{}}
 }
 
