@@ -72,7 +72,10 @@ func newSwarm(t testing.TB, count int) []*node {
 		h, key := newHost(t)
 		ctx, cancel := context.WithCancel(context.Background())
 		t.Cleanup(cancel)
-		ps, err := pubsub.NewGossipSub(ctx, h)
+		// Flood publishing, as the node should configure: checkpoint gossip is
+		// low volume, and without it a message published before the first
+		// heartbeat builds the mesh reaches no one.
+		ps, err := pubsub.NewGossipSub(ctx, h, pubsub.WithFloodPublish(true))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -375,6 +375,18 @@ func (w *Witness) handleStream(s network.Stream) {
 	w.requests.WithLabelValues(strconv.Itoa(resp.Status)).Inc()
 	if err := writeFrame(s, resp.marshal()); err != nil {
 		s.Reset()
+		return
+	}
+	if resp.Status == StatusOK {
+		// Gossip what this witness cosigned, so that witnesses shown
+		// different checkpoints of one size by a log compare notes.
+		if req, err := parseRequest(b); err == nil {
+			if nc, err := w.openLogCheckpoint(req.Checkpoint); err == nil {
+				if err := w.Announce(w.ctx, 0, nil, nc.logNote); err != nil && w.ctx.Err() == nil {
+					w.log.Debug("witness: gossip cosigned checkpoint", "err", err)
+				}
+			}
+		}
 	}
 }
 

@@ -322,3 +322,35 @@ func counterValue(t *testing.T, c interface{ Write(*dto.Metric) error }) float64
 	}
 	return m.GetCounter().GetValue()
 }
+
+func TestLogShowingWitnessesDifferentCheckpointsIsCaughtByTheirGossip(t *testing.T) {
+	nodes := newSwarm(t, 3)
+	a, b, c := nodes[0], nodes[1], nodes[2]
+	ctx := context.Background()
+	origin := LogOrigin(a.host.ID())
+	signer, err := chain.NewLogSigner(origin, a.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The log never gossips: it privately shows b one tree and c another of
+	// the same size.
+	x := chain.Checkpoint{Origin: origin, Size: 4}
+	x.Root[0] = 1
+	y := x
+	y.Root[0] = 2
+	ac := a.witness.NewCosigner(nil, 0)
+	start := time.Now()
+	for _, tc := range []struct {
+		to *node
+		cp chain.Checkpoint
+	}{{b, x}, {c, y}} {
+		resp, err := ac.call(ctx, tc.to.host.ID(), &request{Old: 0, Checkpoint: signNote(t, signer, tc.cp.Text())})
+		if err != nil || resp.Status != StatusOK {
+			t.Fatalf("cosign: %v %+v", err, resp)
+		}
+	}
+	waitFor(t, 5*time.Second, "b and c compare their cosigned checkpoints", func() bool {
+		return b.witness.Distrusted(origin) && c.witness.Distrusted(origin)
+	})
+	t.Logf("private split view detected in %v", time.Since(start))
+}
