@@ -103,6 +103,7 @@ func (h *Hub) Push(env wire.Envelope) <-chan wire.Outcome {
 	d := &delivery{waiters: []chan wire.Outcome{ch}}
 	ds.remember(k, d, h.lim.DedupeWindow)
 	ds.pending[k] = d
+	h.metrics.pending.Inc()
 	recipient := env.Recipient
 	d.timer = time.AfterFunc(h.lim.AckTimeout, func() {
 		h.resolve(recipient, k, wire.Failed(wire.CodeUnavailable, wire.FailAckTimeout))
@@ -148,6 +149,7 @@ func (h *Hub) resolve(device wire.DeviceID, k deliveryKey, out wire.Outcome) {
 // settle marks d done with out and returns its waiters; h.mu must be held.
 func (h *Hub) settle(d *delivery, out wire.Outcome) []chan wire.Outcome {
 	d.done, d.out = true, out
+	h.metrics.pending.Dec()
 	if d.timer != nil {
 		d.timer.Stop()
 	}

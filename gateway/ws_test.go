@@ -40,7 +40,7 @@ func (d *memDirectory) DeviceKey(_ context.Context, id e2ee.DeviceID) (DeviceKey
 	return k, nil
 }
 
-func (d *memDirectory) add(t *testing.T) *e2ee.DeviceKeys {
+func (d *memDirectory) add(t testing.TB) *e2ee.DeviceKeys {
 	t.Helper()
 	dk, err := e2ee.NewDeviceKeys(time.Now())
 	if err != nil {
@@ -63,7 +63,7 @@ type testHub struct {
 
 // newTestHub serves a Hub on 127.0.0.1 with a "send" operation that delivers to devices of this node only,
 // through Push, exactly as node wires relay's dispatch.
-func newTestHub(t *testing.T, lim WSLimits) *testHub {
+func newTestHub(t testing.TB, lim WSLimits) *testHub {
 	t.Helper()
 	dir := &memDirectory{devices: make(map[e2ee.DeviceID]DeviceKey)}
 	reg := prometheus.NewRegistry()
@@ -110,7 +110,7 @@ func localSend(h *Hub) Handler {
 	}
 }
 
-func (th *testHub) dial(t *testing.T, opts gatewaytest.Options) *gatewaytest.Client {
+func (th *testHub) dial(t testing.TB, opts gatewaytest.Options) *gatewaytest.Client {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -122,7 +122,7 @@ func (th *testHub) dial(t *testing.T, opts gatewaytest.Options) *gatewaytest.Cli
 	return c
 }
 
-func (th *testHub) login(t *testing.T, dk *e2ee.DeviceKeys) *gatewaytest.Client {
+func (th *testHub) login(t testing.TB, dk *e2ee.DeviceKeys) *gatewaytest.Client {
 	t.Helper()
 	c := th.dial(t, gatewaytest.Options{})
 	if _, err := c.Auth(ctxT(t), dk); err != nil {
@@ -131,7 +131,7 @@ func (th *testHub) login(t *testing.T, dk *e2ee.DeviceKeys) *gatewaytest.Client 
 	return c
 }
 
-func ctxT(t *testing.T) context.Context {
+func ctxT(t testing.TB) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	t.Cleanup(cancel)
 	return ctx

@@ -6,6 +6,7 @@ type wsMetrics struct {
 	conns      prometheus.Gauge
 	authed     prometheus.Gauge
 	queueDepth prometheus.Gauge
+	pending    prometheus.Gauge
 	framesIn   prometheus.Counter
 	pushes     prometheus.Counter
 	acks       prometheus.Counter
@@ -22,6 +23,7 @@ func newWSMetrics(reg prometheus.Registerer) (*wsMetrics, error) {
 		conns:      prometheus.NewGauge(prometheus.GaugeOpts(opts("connections", "Open WebSocket connections."))),
 		authed:     prometheus.NewGauge(prometheus.GaugeOpts(opts("authenticated_connections", "Authenticated WebSocket connections."))),
 		queueDepth: prometheus.NewGauge(prometheus.GaugeOpts(opts("send_queue_frames", "Frames waiting in all connections' send queues."))),
+		pending:    prometheus.NewGauge(prometheus.GaugeOpts(opts("pending_acks", "Envelopes pushed to devices and not yet acknowledged."))),
 		framesIn:   prometheus.NewCounter(prometheus.CounterOpts(opts("frames_received_total", "Frames received from clients."))),
 		pushes:     prometheus.NewCounter(prometheus.CounterOpts(opts("envelopes_pushed_total", "Envelopes pushed to devices (once per envelope, to all its connections)."))),
 		acks:       prometheus.NewCounter(prometheus.CounterOpts(opts("acks_total", "Acknowledgements received from devices."))),
@@ -33,7 +35,7 @@ func newWSMetrics(reg prometheus.Registerer) (*wsMetrics, error) {
 			"Envelopes not pushed, by reason.")), []string{"reason"}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.conns, m.authed, m.queueDepth, m.framesIn, m.pushes, m.acks, m.refused, m.closed, m.dropped} {
+		for _, c := range []prometheus.Collector{m.conns, m.authed, m.queueDepth, m.pending, m.framesIn, m.pushes, m.acks, m.refused, m.closed, m.dropped} {
 			if err := reg.Register(c); err != nil {
 				return nil, err
 			}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"sync"
 	"time"
 
@@ -55,10 +56,12 @@ type link struct {
 	pending map[uint64]chan Outcome
 	err     error
 	last    time.Time // last activity, for idle close
-	onDead  func(*link)
+	log     *slog.Logger
+	// unprotect releases the connection manager's protection of the peer connection the link uses.
+	unprotect func()
 }
 
-func newLink(p peer.ID, s network.Stream, lim Limits, onDead func(*link)) *link {
+func newLink(p peer.ID, s network.Stream, lim Limits, log *slog.Logger, unprotect func()) *link {
 	l := &link{
 		peer: p, s: s, lim: lim,
 		window:  make(chan struct{}, lim.Window),
@@ -66,7 +69,9 @@ func newLink(p peer.ID, s network.Stream, lim Limits, onDead func(*link)) *link 
 		done:    make(chan struct{}),
 		pending: make(map[uint64]chan Outcome),
 		last:    time.Now(),
-		onDead:  onDead,
+		log:     log,
+
+		unprotect: unprotect,
 	}
 	l.wg.Add(2)
 	go l.writeLoop()
@@ -121,11 +126,12 @@ func (l *link) fail(err error) {
 	close(l.done)
 	l.mu.Unlock()
 	_ = l.s.Reset()
+	if l.unprotect != nil {
+		l.unprotect()
+	}
+	l.log.Debug("relay: deliver link closed", "peer", l.peer, "pending", len(pending), "err", err)
 	for _, ch := range pending {
 		ch <- failed(wire.CodeUnavailable, wire.FailUnreachable)
-	}
-	if l.onDead != nil {
-		l.onDead(l)
 	}
 }
 

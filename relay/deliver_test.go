@@ -77,7 +77,7 @@ func (m mapLocator) Locate(_ context.Context, d wire.DeviceID) (Location, error)
 	return Location{}, ErrNotOnline
 }
 
-func newHost(t *testing.T) host.Host {
+func newHost(t testing.TB) host.Host {
 	t.Helper()
 	h, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"), libp2p.DisableRelay(), libp2p.NoTransports,
 		libp2p.Transport(tcpTransport()))

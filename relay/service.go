@@ -251,7 +251,10 @@ func (s *Service) linkTo(ctx context.Context, loc Location) (*link, error) {
 		return nil, errors.New("relay: closed")
 	}
 	s.mu.Unlock()
-	sl.l = newLink(loc.Gateway, st, s.lim, nil)
+	// The connection manager must not trim a connection that carries a deliver link.
+	tag := "gridchat-deliver"
+	s.host.ConnManager().Protect(loc.Gateway, tag)
+	sl.l = newLink(loc.Gateway, st, s.lim, s.log, func() { s.host.ConnManager().Unprotect(loc.Gateway, tag) })
 	return sl.l, nil
 }
 

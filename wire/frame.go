@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 )
 
 // Version is the frame protocol version this package speaks.
@@ -41,28 +42,33 @@ const maxOpLen = 64
 // emptyBody is the body of a frame that carried none.
 var emptyBody = json.RawMessage("{}")
 
-// fields splits one JSON object into its members, strictly: exactly one object, no trailing data, keys matched
-// exactly (encoding/json would otherwise match "ID" to "id"), no duplicate keys, and only allowed keys.
+// fields splits one JSON object into its members, strictly: exactly one valid JSON object and nothing after
+// it, keys matched exactly (encoding/json would otherwise match "ID" to "id"), no duplicate keys, and only
+// allowed keys. It validates once with json.Valid and then walks the top level by hand, which is several times
+// faster than encoding/json's token API on frames that carry kilobytes of base64.
 func fields(data []byte, allowed ...string) (map[string]json.RawMessage, error) {
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.UseNumber()
-	tok, err := dec.Token()
-	if err != nil {
-		return nil, fmt.Errorf("not JSON: %w", err)
+	if !json.Valid(data) {
+		return nil, errors.New("not valid JSON")
 	}
-	if d, ok := tok.(json.Delim); !ok || d != '{' {
+	i := skipSpace(data, 0)
+	if i >= len(data) || data[i] != '{' {
 		return nil, errors.New("frame is not a JSON object")
 	}
 	m := make(map[string]json.RawMessage, len(allowed))
-	for dec.More() {
-		tok, err := dec.Token()
-		if err != nil {
-			return nil, fmt.Errorf("bad key: %w", err)
+	i = skipSpace(data, i+1)
+	if data[i] == '}' {
+		return m, nil
+	}
+	for {
+		// A key: json.Valid guarantees a string here. Keys with escapes are never among the allowed ones.
+		end := i + 1
+		for data[end] != '"' {
+			if data[end] == '\\' {
+				return nil, errors.New("escaped field name")
+			}
+			end++
 		}
-		key, ok := tok.(string)
-		if !ok {
-			return nil, errors.New("bad key")
-		}
+		key := string(data[i+1 : end])
 		known := false
 		for _, a := range allowed {
 			if key == a {
@@ -76,19 +82,60 @@ func fields(data []byte, allowed ...string) (map[string]json.RawMessage, error) 
 		if _, dup := m[key]; dup {
 			return nil, fmt.Errorf("duplicate field %q", key)
 		}
-		var v json.RawMessage
-		if err := dec.Decode(&v); err != nil {
-			return nil, fmt.Errorf("field %q: %w", key, err)
+		i = skipSpace(data, end+1) + 1 // past ':'
+		i = skipSpace(data, i)
+		vend := skipValue(data, i)
+		m[key] = json.RawMessage(data[i:vend])
+		i = skipSpace(data, vend)
+		if data[i] == '}' {
+			return m, nil
 		}
-		m[key] = v
+		i = skipSpace(data, i+1) // past ','
 	}
-	if _, err := dec.Token(); err != nil { // the closing brace
-		return nil, fmt.Errorf("unterminated object: %w", err)
+}
+
+func skipSpace(data []byte, i int) int {
+	for i < len(data) && (data[i] == ' ' || data[i] == '\t' || data[i] == '\n' || data[i] == '\r') {
+		i++
 	}
-	if _, err := dec.Token(); err != io.EOF {
-		return nil, errors.New("trailing data after frame")
+	return i
+}
+
+// skipValue returns the end of the JSON value starting at i, in input json.Valid accepted.
+func skipValue(data []byte, i int) int {
+	depth := 0
+	for ; i < len(data); i++ {
+		switch c := data[i]; c {
+		case '"':
+			for i++; data[i] != '"'; i++ {
+				if data[i] == '\\' {
+					i++
+				}
+			}
+			if depth == 0 {
+				return i + 1
+			}
+		case '{', '[':
+			depth++
+		case '}', ']':
+			if depth == 0 {
+				return i
+			}
+			depth--
+			if depth == 0 {
+				return i + 1
+			}
+		case ',':
+			if depth == 0 {
+				return i
+			}
+		case ' ', '\t', '\n', '\r':
+			if depth == 0 {
+				return i
+			}
+		}
 	}
-	return m, nil
+	return i
 }
 
 func decodeVersion(m map[string]json.RawMessage) error {
@@ -222,15 +269,8 @@ func DecodeServerFrame(data []byte) (ServerFrame, error) {
 	return ServerFrame{Response: &Response{ID: id, Error: &e}}, nil
 }
 
-// rawFrame is the JSON shape of every frame, for encoding.
-type rawFrame struct {
-	V     int             `json:"v"`
-	ID    uint64          `json:"id,omitempty"`
-	Op    string          `json:"op,omitempty"`
-	Push  string          `json:"push,omitempty"`
-	Body  json.RawMessage `json:"body,omitempty"`
-	Error *Error          `json:"error,omitempty"`
-}
+// The encoders write the frame's fixed fields by hand around the body's own encoding, so a body is marshalled
+// once and never re-compacted.
 
 // EncodeRequest encodes a request frame. body may be nil (no body), a json.RawMessage or any value that encodes
 // to a JSON object.
@@ -239,7 +279,20 @@ func EncodeRequest(id uint64, op string, body any) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("wire: encode request %s: %w", op, err)
 	}
-	return json.Marshal(rawFrame{V: Version, ID: id, Op: op, Body: b})
+	name, err := json.Marshal(op)
+	if err != nil {
+		return nil, fmt.Errorf("wire: encode request %s: %w", op, err)
+	}
+	out := make([]byte, 0, 48+len(name)+len(b))
+	out = append(out, `{"v":1,"id":`...)
+	out = strconv.AppendUint(out, id, 10)
+	out = append(out, `,"op":`...)
+	out = append(out, name...)
+	if b != nil {
+		out = append(out, `,"body":`...)
+		out = append(out, b...)
+	}
+	return append(out, '}'), nil
 }
 
 // EncodeResponse encodes a successful response frame.
@@ -251,7 +304,12 @@ func EncodeResponse(id uint64, body any) ([]byte, error) {
 	if b == nil {
 		b = emptyBody
 	}
-	return json.Marshal(rawFrame{V: Version, ID: id, Body: b})
+	out := make([]byte, 0, 40+len(b))
+	out = append(out, `{"v":1,"id":`...)
+	out = strconv.AppendUint(out, id, 10)
+	out = append(out, `,"body":`...)
+	out = append(out, b...)
+	return append(out, '}'), nil
 }
 
 // EncodeError encodes an error response frame. id 0 answers a frame whose id could not be read.
@@ -279,7 +337,16 @@ func EncodePush(name string, body any) ([]byte, error) {
 	if b == nil {
 		b = emptyBody
 	}
-	return json.Marshal(rawFrame{V: Version, Push: name, Body: b})
+	n, err := json.Marshal(name)
+	if err != nil {
+		return nil, fmt.Errorf("wire: encode push %s: %w", name, err)
+	}
+	out := make([]byte, 0, 32+len(n)+len(b))
+	out = append(out, `{"v":1,"push":`...)
+	out = append(out, n...)
+	out = append(out, `,"body":`...)
+	out = append(out, b...)
+	return append(out, '}'), nil
 }
 
 func marshalBody(body any) (json.RawMessage, error) {
@@ -287,6 +354,9 @@ func marshalBody(body any) (json.RawMessage, error) {
 	case nil:
 		return nil, nil
 	case json.RawMessage:
+		if len(b) == 0 || b[0] != '{' || !json.Valid(b) {
+			return nil, errors.New("body is not a JSON object")
+		}
 		return b, nil
 	}
 	b, err := json.Marshal(body)
