@@ -157,7 +157,9 @@ func (s *Service) LookupAccount(ctx context.Context, id e2ee.AccountID) (*Accoun
 }
 
 // LookupDevice returns the verified account that holds device id, and the
-// device (which may be revoked).
+// device (which may be revoked). On a cache miss the device index only names
+// the account: the account's own latest record is fetched too, so a stale
+// index record cannot hide a revocation.
 func (s *Service) LookupDevice(ctx context.Context, id e2ee.DeviceID) (*Account, Device, error) {
 	const op = "lookup device"
 	var h *held
@@ -170,7 +172,10 @@ func (s *Service) LookupDevice(ctx context.Context, id e2ee.DeviceID) (*Account,
 		if err != nil {
 			return nil, Device{}, opErr(op, id.String(), err)
 		}
-		h = s.adopt(got, "dht")
+		s.adopt(got, "dht")
+		if h, err = s.latest(ctx, got.acct.ID); err != nil {
+			return nil, Device{}, opErr(op, id.String(), err)
+		}
 	} else {
 		s.m.lookups.WithLabelValues("cache").Inc()
 	}
@@ -183,7 +188,9 @@ func (s *Service) LookupDevice(ctx context.Context, id e2ee.DeviceID) (*Account,
 
 // LookupUsername returns the verified account whose live claim holds name
 // (normalized first). A name the account has since left, or whose claim
-// lapsed, is not found.
+// lapsed, is not found: on a cache miss the account's own latest record is
+// fetched after the name record, so a stale name record cannot keep a name
+// the account gave up.
 func (s *Service) LookupUsername(ctx context.Context, name string) (*Account, error) {
 	const op = "lookup username"
 	n, err := NormalizeUsername(name)
@@ -200,7 +207,10 @@ func (s *Service) LookupUsername(ctx context.Context, name string) (*Account, er
 		if err != nil {
 			return nil, opErr(op, n, err)
 		}
-		h = s.adopt(got, "dht")
+		s.adopt(got, "dht")
+		if h, err = s.latest(ctx, got.acct.ID); err != nil {
+			return nil, opErr(op, n, err)
+		}
 	} else {
 		s.m.lookups.WithLabelValues("cache").Inc()
 	}

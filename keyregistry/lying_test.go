@@ -134,12 +134,33 @@ func TestLyingNodesServingStaleOrAlteredChainsAreCaught(t *testing.T) {
 		}
 	})
 
+	t.Run("stale device index hides no revocation", func(t *testing.T) {
+		// Every node serves the device index record from before the
+		// revocation; the account record is current.
+		devKey := keyregistry.DeviceKey(u.devs[1].ID())
+		preRevocation := recordOf(t, g, u.id)
+		g.appendStmt(u, u.devs[0], &e2ee.RevokeDevice{Device: u.devs[1].ID()})
+		g.mustSubmit(0, u)
+		for i := range g.nodes {
+			lie(t, g.nodes[i], devKey, preRevocation)
+		}
+		g.forgetAll()
+		auth, err := requester.Directory().AuthDevice(ctxT(t), u.devs[1].ID())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !auth.Revoked {
+			t.Fatal("a stale device index record hid the revocation")
+		}
+	})
+
 	t.Run("every peer serves the old chain", func(t *testing.T) {
 		// A fresh account, so no earlier lookup's repair of lying peers is
 		// still in flight. The requester saw its new chain; its cache entry
 		// expires; then every peer, the requester's own store included,
 		// serves the genesis-only chain. The directory refuses the rollback
 		// and keeps what it verified.
+		seen := accepted(requester)
 		w, _ := g.register(1, "conn-w")
 		wStale := w.chain.Encode()
 		wStaleRec := recordOf(t, g, w.id)
@@ -147,6 +168,14 @@ func TestLyingNodesServingStaleOrAlteredChainsAreCaught(t *testing.T) {
 		g.mustSubmit(1, w)
 		if a, err := requester.Directory().LookupAccount(ctxT(t), w.id); err != nil || a.Length != 2 {
 			t.Fatalf("first lookup: %v, %v", a, err)
+		}
+		// Let both announcements arrive first, so none refreshes the cache
+		// entry after the clock moves.
+		for deadline := time.Now().Add(10 * time.Second); accepted(requester) < seen+2; {
+			if time.Now().After(deadline) {
+				t.Fatalf("announcements not received: %s", g.announcements())
+			}
+			time.Sleep(10 * time.Millisecond) // polling for gossip with a deadline
 		}
 		for i := range g.nodes {
 			lie(t, g.nodes[i], keyregistry.AccountKey(w.id), wStaleRec)

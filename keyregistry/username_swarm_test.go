@@ -59,3 +59,22 @@ func TestUsernameClaimIsRenewedAndLapsesWithoutRenewal(t *testing.T) {
 		t.Fatalf("owner after lapse: %v, %v", id, err)
 	}
 }
+
+func TestRenamedAccountNoLongerHoldsItsOldName(t *testing.T) {
+	g := newGrid(t, 3)
+	u, _ := g.register(0, "conn-u")
+	g.appendStmt(u, u.devs[0], &e2ee.SetUsername{Username: "march.hare"})
+	g.mustSubmit(0, u)
+	g.appendStmt(u, u.devs[0], &e2ee.SetUsername{Username: "march.hare.two"})
+	g.mustSubmit(1, u)
+	for i := range g.nodes {
+		g.forgetAll()
+		if _, err := g.dir(i).LookupUsername(ctxT(t), "march.hare"); !errors.Is(err, keyregistry.ErrNotFound) {
+			t.Fatalf("node %d: old name still resolves: %v", i, err)
+		}
+		a, err := g.dir(i).LookupUsername(ctxT(t), "march.hare.two")
+		if err != nil || a.ID != u.id {
+			t.Fatalf("node %d: new name: %v, %v", i, a, err)
+		}
+	}
+}
