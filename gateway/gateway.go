@@ -115,7 +115,9 @@ type Server struct {
 }
 
 // New returns a server for node with the built-in routes (GET /healthz,
-// GET /metrics, GET /v1/info). It does not listen yet.
+// GET /metrics, GET /v1/info). It binds its address at once, so that an
+// address in use is reported here and URL is known before Start, but it
+// serves nothing until Start. Close releases the address.
 func New(cfg Config, node Node) (*Server, error) {
 	cfg = cfg.withDefaults()
 	if cfg.Registry == nil {
@@ -142,6 +144,12 @@ func New(cfg Config, node Node) (*Server, error) {
 	if err := cfg.Registry.Register(s.requests); err != nil {
 		return nil, fmt.Errorf("gateway: new: register metrics: %w", err)
 	}
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		cfg.Registry.Unregister(s.requests)
+		return nil, fmt.Errorf("gateway: listen: %w", err)
+	}
+	s.ln = ln
 	s.mux.HandleFunc("GET /healthz", s.handleHealth)
 	s.mux.Handle("GET /metrics", promhttp.HandlerFor(cfg.Registry, promhttp.HandlerOpts{
 		ErrorLog:            slog.NewLogLogger(s.log.Handler(), slog.LevelError),
@@ -171,8 +179,7 @@ func (s *Server) Handle(pattern string, h http.Handler) (err error) {
 	return nil
 }
 
-// Start listens on the configured address and serves in the background.
-// An address in use is reported here.
+// Start serves the routes in the background.
 func (s *Server) Start() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -181,10 +188,6 @@ func (s *Server) Start() error {
 	}
 	if s.started {
 		return ErrStarted
-	}
-	ln, err := net.Listen("tcp", s.cfg.Addr)
-	if err != nil {
-		return fmt.Errorf("gateway: listen: %w", err)
 	}
 	s.srv = &http.Server{
 		Handler:           s.instrument(s.mux),
@@ -195,37 +198,20 @@ func (s *Server) Start() error {
 		MaxHeaderBytes:    s.cfg.MaxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 	}
-	s.ln = ln
 	s.started = true
 	s.serveErr = make(chan error, 1)
-	srv := s.srv
+	srv, ln := s.srv, s.ln
 	go func() { s.serveErr <- srv.Serve(ln) }()
-	s.log.Info("gateway listening", "url", s.urlLocked())
+	s.log.Info("gateway listening", "url", s.URL())
 	return nil
 }
 
-// Addr returns the address the server listens on, or nil before Start.
-func (s *Server) Addr() net.Addr {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.ln == nil {
-		return nil
-	}
-	return s.ln.Addr()
-}
+// Addr returns the address the server listens on.
+func (s *Server) Addr() net.Addr { return s.ln.Addr() }
 
-// URL returns the server's base URL (http://host:port), or "" before Start.
-// An unspecified listen host (0.0.0.0, ::) is shown as the loopback address.
+// URL returns the server's base URL (http://host:port). An unspecified
+// listen host (0.0.0.0, ::) is shown as the loopback address.
 func (s *Server) URL() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.urlLocked()
-}
-
-func (s *Server) urlLocked() string {
-	if s.ln == nil {
-		return ""
-	}
 	a, ok := s.ln.Addr().(*net.TCPAddr)
 	if !ok {
 		return "http://" + s.ln.Addr().String()
@@ -253,6 +239,10 @@ func (s *Server) Close(ctx context.Context) error {
 	srv, serveErr := s.srv, s.serveErr
 	s.mu.Unlock()
 	if srv == nil {
+		// Never started: only the listener to release.
+		if err := s.ln.Close(); err != nil {
+			return fmt.Errorf("gateway: close: %w", err)
+		}
 		return nil
 	}
 	err := srv.Shutdown(ctx)

@@ -1,0 +1,328 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/caarlos0/env/v11"
+	"github.com/pelletier/go-toml/v2"
+	"github.com/spf13/pflag"
+
+	"github.com/iagon/gridchat/node"
+)
+
+// envPrefix starts every environment variable gridnode reads.
+const envPrefix = "GRIDCHAT_"
+
+// maxConfigFileSize caps the configuration file gridnode reads.
+const maxConfigFileSize = 1 << 20
+
+// Settings is gridnode's configuration, as written in the TOML file (keys),
+// the environment (GRIDCHAT_ + the env tag) and flags. Each layer sets only
+// what it names: flags > environment > file > defaults.
+type Settings struct {
+	DataDir         string   `toml:"data_dir" env:"DATA_DIR"`
+	ListenAddrs     []string `toml:"listen_addrs" env:"LISTEN_ADDRS"`
+	GatewayAddr     string   `toml:"gateway_addr" env:"GATEWAY_ADDR"`
+	Bootstrap       []string `toml:"bootstrap" env:"BOOTSTRAP"`
+	ProtocolPrefix  string   `toml:"protocol_prefix" env:"PROTOCOL_PREFIX"`
+	LogLevel        string   `toml:"log_level" env:"LOG_LEVEL"`
+	LogFormat       string   `toml:"log_format" env:"LOG_FORMAT"`
+	MaxRecordSize   int      `toml:"max_record_size" env:"MAX_RECORD_SIZE"`
+	ShutdownTimeout Duration `toml:"shutdown_timeout" env:"SHUTDOWN_TIMEOUT"`
+
+	ConnManager struct {
+		LowWater    int      `toml:"low_water" env:"LOW_WATER"`
+		HighWater   int      `toml:"high_water" env:"HIGH_WATER"`
+		GracePeriod Duration `toml:"grace_period" env:"GRACE_PERIOD"`
+	} `toml:"conn_manager" envPrefix:"CONN_MANAGER_"`
+
+	Resources struct {
+		MaxMemory          int64 `toml:"max_memory" env:"MAX_MEMORY"`
+		MaxFileDescriptors int   `toml:"max_file_descriptors" env:"MAX_FILE_DESCRIPTORS"`
+		MaxConns           int   `toml:"max_conns" env:"MAX_CONNS"`
+		MaxStreams         int   `toml:"max_streams" env:"MAX_STREAMS"`
+		MaxConnsPerPeer    int   `toml:"max_conns_per_peer" env:"MAX_CONNS_PER_PEER"`
+		MaxStreamsPerPeer  int   `toml:"max_streams_per_peer" env:"MAX_STREAMS_PER_PEER"`
+	} `toml:"resources" envPrefix:"RESOURCES_"`
+}
+
+// Duration is a time.Duration written as a Go duration string ("90s", "5m").
+type Duration time.Duration
+
+// UnmarshalText implements encoding.TextUnmarshaler.
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return err
+	}
+	if v < 0 {
+		return fmt.Errorf("negative duration %s", b)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// MarshalText implements encoding.TextMarshaler.
+func (d Duration) MarshalText() ([]byte, error) { return []byte(time.Duration(d).String()), nil }
+
+// defaultDataDir is where a node keeps its state when nothing says otherwise:
+// $XDG_DATA_HOME/gridchat, else ~/.local/share/gridchat, else ./gridchat-data.
+func defaultDataDir() string {
+	if d := os.Getenv("XDG_DATA_HOME"); d != "" {
+		return filepath.Join(d, "gridchat")
+	}
+	if h, err := os.UserHomeDir(); err == nil {
+		return filepath.Join(h, ".local", "share", "gridchat")
+	}
+	return "gridchat-data"
+}
+
+// DefaultSettings returns the settings of a node started with no file,
+// environment or flags.
+func DefaultSettings() Settings {
+	c := node.DefaultConfig()
+	var s Settings
+	s.DataDir = defaultDataDir()
+	s.ListenAddrs = c.ListenAddrs
+	s.GatewayAddr = c.GatewayAddr
+	s.ProtocolPrefix = c.ProtocolPrefix
+	s.LogLevel = "info"
+	s.LogFormat = "text"
+	s.MaxRecordSize = c.MaxRecordSize
+	s.ShutdownTimeout = Duration(c.ShutdownTimeout)
+	s.ConnManager.LowWater = c.ConnManager.LowWater
+	s.ConnManager.HighWater = c.ConnManager.HighWater
+	s.ConnManager.GracePeriod = Duration(c.ConnManager.GracePeriod)
+	r := &s.Resources
+	r.MaxMemory = c.Resources.MaxMemory
+	r.MaxFileDescriptors = c.Resources.MaxFileDescriptors
+	r.MaxConns = c.Resources.MaxConns
+	r.MaxStreams = c.Resources.MaxStreams
+	r.MaxConnsPerPeer = c.Resources.MaxConnsPerPeer
+	r.MaxStreamsPerPeer = c.Resources.MaxStreamsPerPeer
+	return s
+}
+
+// applyFile overlays the TOML file at path on s. Unknown keys are errors.
+func (s *Settings) applyFile(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("config file: %w", err)
+	}
+	defer f.Close()
+	raw, err := io.ReadAll(io.LimitReader(f, maxConfigFileSize+1))
+	if err != nil {
+		return fmt.Errorf("config file %s: %w", path, err)
+	}
+	if len(raw) > maxConfigFileSize {
+		return fmt.Errorf("config file %s: larger than %d bytes", path, maxConfigFileSize)
+	}
+	if err := decodeTOML(raw, s); err != nil {
+		return fmt.Errorf("config file %s: %w", path, err)
+	}
+	return nil
+}
+
+// decodeTOML decodes raw onto s strictly, with errors on one line that name
+// the key and its line.
+func decodeTOML(raw []byte, s *Settings) error {
+	dec := toml.NewDecoder(strings.NewReader(string(raw)))
+	dec.DisallowUnknownFields()
+	err := dec.Decode(s)
+	if err == nil {
+		return nil
+	}
+	var strict *toml.StrictMissingError
+	if errors.As(err, &strict) {
+		var keys []string
+		for _, e := range strict.Errors {
+			row, _ := e.Position()
+			keys = append(keys, fmt.Sprintf("%q (line %d)", strings.Join(e.Key(), "."), row))
+		}
+		return fmt.Errorf("unknown key %s", strings.Join(keys, ", "))
+	}
+	var de *toml.DecodeError
+	if errors.As(err, &de) {
+		row, col := de.Position()
+		return fmt.Errorf("line %d column %d: %v", row, col, strings.TrimPrefix(de.Error(), "toml: "))
+	}
+	return err
+}
+
+// applyEnv overlays the GRIDCHAT_* variables of environ on s.
+func (s *Settings) applyEnv(environ map[string]string) error {
+	err := env.ParseWithOptions(s, env.Options{Prefix: envPrefix, Environment: environ})
+	if err != nil {
+		return fmt.Errorf("environment: %s", oneLine(err.Error()))
+	}
+	return nil
+}
+
+// flagSettings binds gridnode's configuration flags. Only the flags a user
+// gave are applied, so a flag's default never hides the file or environment.
+type flagSettings struct {
+	v     Settings
+	apply map[string]func(dst *Settings)
+}
+
+func bindFlags(fs *pflag.FlagSet) *flagSettings {
+	f := &flagSettings{apply: make(map[string]func(*Settings))}
+	d := DefaultSettings()
+	v := &f.v
+	str := func(name string, p *string, def, usage string, set func(dst *Settings)) {
+		fs.StringVar(p, name, def, usage)
+		f.apply[name] = set
+	}
+	num := func(name string, p *int, def int, usage string, set func(dst *Settings)) {
+		fs.IntVar(p, name, def, usage)
+		f.apply[name] = set
+	}
+	dur := func(name string, p *Duration, def Duration, usage string, set func(dst *Settings)) {
+		*p = def
+		fs.Var((*durationFlag)(p), name, usage)
+		f.apply[name] = set
+	}
+	str("data-dir", &v.DataDir, d.DataDir, "directory of the identity key and datastore (data_dir)",
+		func(s *Settings) { s.DataDir = v.DataDir })
+	fs.StringSliceVar(&v.ListenAddrs, "listen", d.ListenAddrs, "libp2p listen multiaddrs, comma-separated (listen_addrs)")
+	f.apply["listen"] = func(s *Settings) { s.ListenAddrs = v.ListenAddrs }
+	str("gateway-addr", &v.GatewayAddr, d.GatewayAddr, "HTTP gateway host:port (gateway_addr)",
+		func(s *Settings) { s.GatewayAddr = v.GatewayAddr })
+	fs.StringSliceVar(&v.Bootstrap, "bootstrap", nil, "bootstrap peer multiaddrs with /p2p/, comma-separated (bootstrap)")
+	f.apply["bootstrap"] = func(s *Settings) { s.Bootstrap = v.Bootstrap }
+	str("protocol-prefix", &v.ProtocolPrefix, d.ProtocolPrefix, "libp2p protocol prefix of the grid (protocol_prefix)",
+		func(s *Settings) { s.ProtocolPrefix = v.ProtocolPrefix })
+	str("log-level", &v.LogLevel, d.LogLevel, "debug, info, warn or error (log_level)",
+		func(s *Settings) { s.LogLevel = v.LogLevel })
+	str("log-format", &v.LogFormat, d.LogFormat, "text or json (log_format)",
+		func(s *Settings) { s.LogFormat = v.LogFormat })
+	num("max-record-size", &v.MaxRecordSize, d.MaxRecordSize, "largest DHT record value in bytes (max_record_size)",
+		func(s *Settings) { s.MaxRecordSize = v.MaxRecordSize })
+	dur("shutdown-timeout", &v.ShutdownTimeout, d.ShutdownTimeout, "how long shutdown waits for HTTP requests (shutdown_timeout)",
+		func(s *Settings) { s.ShutdownTimeout = v.ShutdownTimeout })
+	num("conn-low-water", &v.ConnManager.LowWater, d.ConnManager.LowWater, "connections kept when trimming (conn_manager.low_water)",
+		func(s *Settings) { s.ConnManager.LowWater = v.ConnManager.LowWater })
+	num("conn-high-water", &v.ConnManager.HighWater, d.ConnManager.HighWater, "connections that start a trim (conn_manager.high_water)",
+		func(s *Settings) { s.ConnManager.HighWater = v.ConnManager.HighWater })
+	dur("conn-grace-period", &v.ConnManager.GracePeriod, d.ConnManager.GracePeriod, "age before a connection may be trimmed (conn_manager.grace_period)",
+		func(s *Settings) { s.ConnManager.GracePeriod = v.ConnManager.GracePeriod })
+	fs.Int64Var(&v.Resources.MaxMemory, "max-memory", d.Resources.MaxMemory, "bytes libp2p may reserve (resources.max_memory)")
+	f.apply["max-memory"] = func(s *Settings) { s.Resources.MaxMemory = v.Resources.MaxMemory }
+	num("max-fds", &v.Resources.MaxFileDescriptors, d.Resources.MaxFileDescriptors, "file descriptors libp2p may use (resources.max_file_descriptors)",
+		func(s *Settings) { s.Resources.MaxFileDescriptors = v.Resources.MaxFileDescriptors })
+	num("max-conns", &v.Resources.MaxConns, d.Resources.MaxConns, "libp2p connections (resources.max_conns)",
+		func(s *Settings) { s.Resources.MaxConns = v.Resources.MaxConns })
+	num("max-streams", &v.Resources.MaxStreams, d.Resources.MaxStreams, "libp2p streams (resources.max_streams)",
+		func(s *Settings) { s.Resources.MaxStreams = v.Resources.MaxStreams })
+	num("max-conns-per-peer", &v.Resources.MaxConnsPerPeer, d.Resources.MaxConnsPerPeer, "connections per peer (resources.max_conns_per_peer)",
+		func(s *Settings) { s.Resources.MaxConnsPerPeer = v.Resources.MaxConnsPerPeer })
+	num("max-streams-per-peer", &v.Resources.MaxStreamsPerPeer, d.Resources.MaxStreamsPerPeer, "streams per peer (resources.max_streams_per_peer)",
+		func(s *Settings) { s.Resources.MaxStreamsPerPeer = v.Resources.MaxStreamsPerPeer })
+	return f
+}
+
+// applyFlags overlays the flags of fs that were given on s.
+func (f *flagSettings) applyFlags(fs *pflag.FlagSet, s *Settings) {
+	fs.Visit(func(fl *pflag.Flag) {
+		if set, ok := f.apply[fl.Name]; ok {
+			set(s)
+		}
+	})
+}
+
+// durationFlag is a pflag.Value for Duration.
+type durationFlag Duration
+
+func (d *durationFlag) String() string { return time.Duration(*d).String() }
+func (d *durationFlag) Set(s string) error {
+	return (*Duration)(d).UnmarshalText([]byte(s))
+}
+func (d *durationFlag) Type() string { return "duration" }
+
+// loadSettings layers defaults, the config file (--config, else
+// GRIDCHAT_CONFIG), the environment and the given flags.
+func loadSettings(fs *pflag.FlagSet, f *flagSettings, configPath string, environ map[string]string) (Settings, error) {
+	s := DefaultSettings()
+	if configPath == "" {
+		configPath = environ[envPrefix+"CONFIG"]
+	}
+	if configPath != "" {
+		if err := s.applyFile(configPath); err != nil {
+			return s, err
+		}
+	}
+	if err := s.applyEnv(environ); err != nil {
+		return s, err
+	}
+	if f != nil {
+		f.applyFlags(fs, &s)
+	}
+	return s, nil
+}
+
+// logger builds the slog logger the settings ask for, writing to w.
+func (s Settings) logger(w io.Writer) (*slog.Logger, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(s.LogLevel)); err != nil {
+		return nil, fmt.Errorf("log_level %q: want debug, info, warn or error", s.LogLevel)
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	switch s.LogFormat {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	default:
+		return nil, fmt.Errorf("log_format %q: want text or json", s.LogFormat)
+	}
+}
+
+// nodeConfig turns settings into a node configuration.
+func (s Settings) nodeConfig(log *slog.Logger) node.Config {
+	c := node.DefaultConfig()
+	c.DataDir = s.DataDir
+	c.ListenAddrs = s.ListenAddrs
+	c.GatewayAddr = s.GatewayAddr
+	c.Bootstrap = s.Bootstrap
+	c.ProtocolPrefix = s.ProtocolPrefix
+	c.MaxRecordSize = s.MaxRecordSize
+	c.ShutdownTimeout = time.Duration(s.ShutdownTimeout)
+	c.ConnManager = node.ConnManagerConfig{
+		LowWater:    s.ConnManager.LowWater,
+		HighWater:   s.ConnManager.HighWater,
+		GracePeriod: time.Duration(s.ConnManager.GracePeriod),
+	}
+	c.Resources = node.ResourceLimits{
+		MaxMemory:          s.Resources.MaxMemory,
+		MaxFileDescriptors: s.Resources.MaxFileDescriptors,
+		MaxConns:           s.Resources.MaxConns,
+		MaxStreams:         s.Resources.MaxStreams,
+		MaxConnsPerPeer:    s.Resources.MaxConnsPerPeer,
+		MaxStreamsPerPeer:  s.Resources.MaxStreamsPerPeer,
+	}
+	c.Logger = log
+	return c
+}
+
+// environMap returns the process environment as a map.
+func environMap() map[string]string {
+	m := make(map[string]string)
+	for _, kv := range os.Environ() {
+		if k, v, ok := strings.Cut(kv, "="); ok {
+			m[k] = v
+		}
+	}
+	return m
+}
+
+// oneLine folds a multi-line message onto one line.
+func oneLine(s string) string {
+	return strings.Join(strings.Fields(strings.ReplaceAll(s, "\n", "; ")), " ")
+}

@@ -1,0 +1,23 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/peer"
+)
+
+func contextWithDeadline(ctx context.Context, d time.Time) (context.Context, context.CancelFunc) {
+	return context.WithDeadline(ctx, d)
+}
+
+// peerIDOf returns the peer ID of a private key.
+func peerIDOf(key crypto.PrivKey) (peer.ID, error) {
+	id, err := peer.IDFromPrivateKey(key)
+	if err != nil {
+		return "", fmt.Errorf("peer ID: %w", err)
+	}
+	return id, nil
+}
