@@ -61,6 +61,8 @@ type Config struct {
 	// Directory configures the key directory (clock, username lifetime,
 	// limits, publication log).
 	Directory keyregistry.Settings
+	// Delivery configures the WebSocket API, live delivery and presence.
+	Delivery DeliverySettings
 	// Mailbox configures the mailbox service (limits, clock).
 	Mailbox MailboxSettings
 	// ConnectionGater, when set, may refuse connections to and from peers

@@ -64,7 +64,6 @@ type Node struct {
 	log     *slog.Logger
 	reg     *prometheus.Registry
 	dirLock *os.File // held while the node runs; nil without a data directory
-	started bool     // New succeeded
 
 	store  ds.Batching
 	host   host.Host
@@ -72,6 +71,7 @@ type Node struct {
 	pubsub *pubsub.PubSub
 	gw     *gateway.Server
 	dir    *keyregistry.Service
+	deliv  *delivery
 	mbox   *mailbox.Service
 
 	// ctx lives until Close; the node's goroutines and pubsub run under it.
@@ -128,7 +128,7 @@ func New(ctx context.Context, cfg Config) (_ *Node, err error) {
 	n.dht, err = dht.New(n.host, dht.Config{
 		ProtocolPrefix: protocol.ID(cfg.ProtocolPrefix),
 		Datastore:      namespace.Wrap(n.store, ds.NewKey(dhtNamespace)),
-		Validators:     withDirectoryValidators(cfg.Validators, cfg.Directory.Validator),
+		Validators:     withPresenceValidator(withDirectoryValidators(cfg.Validators, cfg.Directory.Validator), cfg.Delivery),
 		MaxValueSize:   cfg.MaxRecordSize,
 		BootstrapPeers: p.bootstrap,
 		Logger:         n.log.With("part", "dht"),
@@ -168,6 +168,9 @@ func New(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if err := n.startMailbox(); err != nil {
 		return nil, err
 	}
+	if err := n.startDelivery(); err != nil {
+		return nil, err
+	}
 
 	if err := n.gw.Start(); err != nil {
 		return nil, fmt.Errorf("node: %w", err)
@@ -181,7 +184,6 @@ func New(ctx context.Context, cfg Config) (_ *Node, err error) {
 			}
 		})
 	}
-	n.started = true
 	n.log.Info("node started", "peer_id", n.host.ID().String(), "gateway", n.gw.URL(),
 		"addrs", fmt.Sprint(n.host.Addrs()))
 	return n, nil
@@ -286,6 +288,9 @@ func (n *Node) Close() error {
 			errs = append(errs, n.gw.Close(ctx))
 			cancel()
 		}
+		if n.deliv != nil {
+			errs = append(errs, n.deliv.close())
+		}
 		if n.mbox != nil {
 			errs = append(errs, n.mbox.Close())
 		}
@@ -315,7 +320,7 @@ func (n *Node) Close() error {
 			}
 		}
 		n.closeErr = errors.Join(errs...)
-		if n.started {
+		if n.host != nil {
 			n.log.Info("node stopped", "peer_id", n.host.ID().String())
 		}
 	})
