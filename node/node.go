@@ -64,6 +64,7 @@ type Node struct {
 	log     *slog.Logger
 	reg     *prometheus.Registry
 	dirLock *os.File // held while the node runs; nil without a data directory
+	started bool     // New succeeded
 
 	store  ds.Batching
 	host   host.Host
@@ -184,6 +185,7 @@ func New(ctx context.Context, cfg Config) (_ *Node, err error) {
 			}
 		})
 	}
+	n.started = true
 	n.log.Info("node started", "peer_id", n.host.ID().String(), "gateway", n.gw.URL(),
 		"addrs", fmt.Sprint(n.host.Addrs()))
 	return n, nil
@@ -320,7 +322,7 @@ func (n *Node) Close() error {
 			}
 		}
 		n.closeErr = errors.Join(errs...)
-		if n.host != nil {
+		if n.started {
 			n.log.Info("node stopped", "peer_id", n.host.ID().String())
 		}
 	})
