@@ -400,6 +400,14 @@ func TestRefusedUpdatesLeaveNoTrace(t *testing.T) {
 		b[len(b)-1] ^= 1 // last byte of the last statement's signature
 		_, err := g.submit(1, b)
 		mustRefuse(t, "forged signature", err, keyregistry.ErrBadSignature)
+		// Put straight into the DHT, bypassing the directory: refused too.
+		rec, err := (&keyregistry.Record{Chain: b}).Encode()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := g.nodes[1].DHT().PutValue(ctxT(t), keyregistry.AccountKey(u.id), rec); err == nil {
+			t.Fatal("DHT accepted a forged record")
+		}
 		g.checkHeld(u.id, acceptedChain)
 	})
 
@@ -466,6 +474,11 @@ func TestRefusedUpdatesLeaveNoTrace(t *testing.T) {
 		big := make([]byte, keyregistry.MaxRecordSize+1)
 		_, err := g.submit(0, big)
 		mustRefuse(t, "too large", err, keyregistry.ErrTooLarge)
+		// A node that bypasses the directory and puts an oversized value
+		// straight into the DHT is refused by every validator too.
+		if err := g.nodes[1].DHT().PutValue(ctxT(t), keyregistry.AccountKey(u.id), big); err == nil {
+			t.Fatal("DHT accepted an oversized directory record")
+		}
 		g.checkHeld(u.id, acceptedChain)
 	})
 }
