@@ -144,6 +144,9 @@ func parseResult(f []byte) (deliverRes, error) {
 		}
 		r.out = Outcome{Status: wire.StatusDelivered}
 	case resultOffline:
+		if code != 0 || n != 0 {
+			return deliverRes{}, fmt.Errorf("%w: offline with a code", errFrame)
+		}
 		r.out = Outcome{Status: wire.StatusOffline}
 	case resultFailed:
 		if code == 0 || n == 0 {
