@@ -132,3 +132,12 @@ func loadOrCreateLogKey(path string) (ed25519.PrivateKey, error) {
 	}
 	return ed25519.NewKeyFromSeed(seed), nil
 }
+
+// registerDirectoryOps adds the directory's operations to the WebSocket API
+// (after startDelivery made it).
+func (n *Node) registerDirectoryOps() error {
+	if err := n.dir.RegisterOps(n.deliv.hub); err != nil {
+		return fmt.Errorf("node: %w", err)
+	}
+	return nil
+}
