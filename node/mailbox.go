@@ -1,13 +1,18 @@
 package node
 
 import (
+	"context"
+	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	ds "github.com/ipfs/go-datastore"
 	"github.com/ipfs/go-datastore/namespace"
 
+	"github.com/iagon/gridchat/gateway"
 	"github.com/iagon/gridchat/relay/mailbox"
+	"github.com/iagon/gridchat/wire"
 )
 
 // mailboxNamespace is the datastore namespace of the mailboxes this node keeps.
@@ -48,3 +53,109 @@ func (n *Node) startMailbox() error {
 
 // Mailbox returns the node's mailbox service.
 func (n *Node) Mailbox() *mailbox.Service { return n.mbox }
+
+// OpMailboxFetch is the WebSocket operation a device sends after auth to
+// receive its mailbox: body MailboxFetchRequest, response
+// MailboxFetchResponse. The gateway then pushes the mailbox's envelopes as
+// "envelope" pushes in delivery order, and new ones as they are stored, for
+// as long as the connection lives; each "ack" deletes that envelope on every
+// replica (docs/PROTOCOL.md §7, "Mailbox operations").
+const OpMailboxFetch = "mailbox_fetch"
+
+// MailboxFetchRequest is the body of "mailbox_fetch": a fetch request signed
+// by the connection's device (mailbox.NewFetchRequest, with follow).
+type MailboxFetchRequest struct {
+	DevicePublic []byte `json:"device_public"`
+	Request      []byte `json:"request"`
+	Body         []byte `json:"body"`
+}
+
+// MailboxTombstone tells the client about one envelope that expired before
+// it connected.
+type MailboxTombstone struct {
+	MessageID    []byte `json:"message_id"`
+	SenderDevice []byte `json:"sender_device"`
+	SentMS       int64  `json:"sent_ms"`
+	ExpiredMS    int64  `json:"expired_ms"`
+	Reason       string `json:"reason"` // "ttl" or "count"
+}
+
+// MailboxFetchResponse answers "mailbox_fetch" with the tombstones found.
+type MailboxFetchResponse struct {
+	Tombstones []MailboxTombstone `json:"tombstones"`
+}
+
+// registerMailboxOps adds "mailbox_fetch" to the WebSocket API and stops a
+// connection's mailbox delivery when the connection ends.
+func (n *Node) registerMailboxOps() error {
+	hub := n.deliv.hub
+	var (
+		mu     sync.Mutex
+		active = make(map[string]*mailbox.Delivery)
+	)
+	hub.OnConnClosed(func(connID string) {
+		mu.Lock()
+		d := active[connID]
+		delete(active, connID)
+		mu.Unlock()
+		if d != nil {
+			_ = d.Stop()
+		}
+	})
+	return hub.Handle(OpMailboxFetch, func(_ context.Context, c *gateway.Call) (any, error) {
+		var req MailboxFetchRequest
+		if err := wire.StrictUnmarshal(c.Body, &req); err != nil {
+			return nil, wire.Errorf(wire.CodeBadRequest, "mailbox_fetch body: %v", err)
+		}
+		sr := mailbox.SignedRequest{DevicePublic: req.DevicePublic, Request: req.Request, Body: req.Body}
+		dev, err := mailbox.RequestDevice(sr)
+		if err != nil {
+			return nil, wire.Errorf(wire.CodeBadRequest, "%v", err)
+		}
+		if dev != c.Device {
+			return nil, wire.Errorf(wire.CodeAuthFailed, "the request is for another device than this connection's")
+		}
+		connID := c.ConnID
+		return gateway.Deferred(func(ctx context.Context) (any, error) {
+			d, err := n.mbox.StartDelivery(ctx, sr, hub)
+			if err != nil {
+				return nil, mailboxWireError(err)
+			}
+			mu.Lock()
+			old := active[connID]
+			active[connID] = d
+			mu.Unlock()
+			if old != nil {
+				_ = old.Stop()
+			}
+			if !hub.Connected(dev) {
+				_ = d.Stop()
+			}
+			resp := MailboxFetchResponse{Tombstones: []MailboxTombstone{}}
+			for _, t := range d.Tombstones {
+				resp.Tombstones = append(resp.Tombstones, MailboxTombstone{
+					MessageID: t.MessageID[:], SenderDevice: t.Sender[:], SentMS: t.Stamp / 1e6,
+					ExpiredMS: t.Expired.UnixMilli(), Reason: t.Reason,
+				})
+			}
+			return resp, nil
+		}), nil
+	})
+}
+
+// mailboxWireError maps a mailbox refusal to the gateway's error codes.
+func mailboxWireError(err error) *wire.Error {
+	switch {
+	case errors.Is(err, mailbox.ErrUnauthorized), errors.Is(err, mailbox.ErrStale):
+		return wire.Errorf(wire.CodeAuthFailed, "%v", err)
+	case errors.Is(err, mailbox.ErrReplay):
+		return wire.Errorf(wire.CodeBadNonce, "%v", err)
+	case errors.Is(err, mailbox.ErrRevoked):
+		return wire.Errorf(wire.CodeRevoked, "%v", err)
+	case errors.Is(err, mailbox.ErrMalformed):
+		return wire.Errorf(wire.CodeBadRequest, "%v", err)
+	case errors.Is(err, mailbox.ErrBusy):
+		return wire.Errorf(wire.CodeBusy, "%v", err)
+	}
+	return wire.Errorf(wire.CodeUnavailable, "%v", err)
+}

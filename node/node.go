@@ -172,6 +172,9 @@ func New(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if err := n.startDelivery(); err != nil {
 		return nil, err
 	}
+	if err := n.registerMailboxOps(); err != nil {
+		return nil, err
+	}
 
 	if err := n.gw.Start(); err != nil {
 		return nil, fmt.Errorf("node: %w", err)

@@ -3,6 +3,7 @@ package mailbox
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"time"
@@ -262,6 +263,10 @@ func decodeFrame(b []byte) (*frame, error) {
 
 func errFrame(err error) *frame {
 	msg := err.Error()
+	var me *Error
+	if errors.As(err, &me) {
+		msg = me.Message
+	}
 	if len(msg) > 200 {
 		msg = msg[:200]
 	}
