@@ -262,7 +262,7 @@ func (c *conn) writeLoop() {
 	for {
 		select {
 		case <-c.closeReq:
-			if c.closeCode != CloseSlowConsumer {
+			if c.ctx.Err() == nil {
 			drain:
 				for {
 					select {
@@ -318,8 +318,9 @@ func (c *conn) close(code websocket.StatusCode, reason, metric string) {
 		}
 		c.closeCode, c.closeReason = code, reason
 		close(c.closeReq)
-		if code == CloseSlowConsumer {
-			// The client does not read: a write may be blocked on it, and a close frame would not get through.
+		if code == CloseSlowConsumer || code == CloseIdleTimeout {
+			// The client does not read (or is gone): a write may be blocked on it, and a close frame would not
+			// get through.
 			c.cancel()
 		}
 	})

@@ -592,3 +592,55 @@ func metricValue(m prometheus.Metric) float64 {
 	}
 	return d.Gauge.GetValue()
 }
+
+func TestKeepaliveCutsSilentClientAndKeepsLiveOne(t *testing.T) {
+	th := newTestHub(t, WSLimits{PingInterval: 50 * time.Millisecond, IdleTimeout: 300 * time.Millisecond})
+	a, b := th.dir.add(t), th.dir.add(t)
+	live := th.login(t, a) // its reader answers pings
+	// A client that authenticates and then never reads again: pings go unanswered.
+	ws, _, err := websocket.Dial(ctxT(t), th.url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.CloseNow()
+	_, data, err := ws.Read(ctxT(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := wire.DecodeServerFrame(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var hello wire.Hello
+	if err := wire.StrictUnmarshal(f.Push.Body, &hello); err != nil {
+		t.Fatal(err)
+	}
+	proof, _ := e2ee.SignAuth(b, hello.GatewayID, hello.Nonce, time.Now())
+	on, off, _ := gatewaytest.PresencePair(b, hello, time.Now(), 1, time.Minute)
+	bid := b.ID()
+	req, _ := wire.EncodeRequest(1, wire.OpAuth, wire.AuthRequest{DeviceID: bid[:], Nonce: hello.Nonce, Time: proof.Time.Unix(),
+		Signature: proof.Sig, Presence: on, Offline: off})
+	if err := ws.Write(ctxT(t), websocket.MessageText, req); err != nil {
+		t.Fatal(err)
+	}
+	if _, data, err := ws.Read(ctxT(t)); err != nil || !bytes.Contains(data, []byte(`"account_id"`)) {
+		t.Fatalf("auth: %s %v", data, err) // the last frame this client reads
+	}
+	if !th.Connected(wire.DeviceID(b.ID())) {
+		t.Fatal("not connected after auth")
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for th.Connected(wire.DeviceID(b.ID())) {
+		if time.Now().After(deadline) {
+			t.Fatal("silent client never cut")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if v := metricValue(th.metrics.closed.WithLabelValues("idle_timeout")); v != 1 {
+		t.Fatalf("idle_timeout closes: %v", v)
+	}
+	// The live client, idle but answering pings, is still served.
+	if _, err := live.Call(ctxT(t), wire.OpPing, nil); err != nil {
+		t.Fatalf("live client: %v", err)
+	}
+}
