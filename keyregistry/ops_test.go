@@ -1,33 +1,16 @@
 package keyregistry_test
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"net/http"
-	"net/http/httptest"
 	"testing"
 
 	"github.com/iagon/gridchat/e2ee"
-	"github.com/iagon/gridchat/gateway"
 	"github.com/iagon/gridchat/gateway/gatewaytest"
 	"github.com/iagon/gridchat/keyregistry"
 	"github.com/iagon/gridchat/wire"
 )
-
-// hubKeys lets the test hub authenticate devices through the directory.
-type hubKeys struct{ d *keyregistry.Service }
-
-func (k hubKeys) DeviceKey(ctx context.Context, id e2ee.DeviceID) (gateway.DeviceKey, error) {
-	a, err := k.d.AuthDevice(ctx, id)
-	if errors.Is(err, keyregistry.ErrNotFound) {
-		return gateway.DeviceKey{}, gateway.ErrUnknownDevice
-	}
-	if err != nil {
-		return gateway.DeviceKey{}, err
-	}
-	return gateway.DeviceKey{Public: a.Public, Account: a.Account, Revoked: a.Revoked}, nil
-}
 
 func decodeAccount(t testing.TB, raw json.RawMessage) keyregistry.AccountJSON {
 	t.Helper()
@@ -38,24 +21,10 @@ func decodeAccount(t testing.TB, raw json.RawMessage) keyregistry.AccountJSON {
 	return a
 }
 
-func TestWebSocketOpsRegisterAppendAndLookUp(t *testing.T) {
+func TestNodeWebSocketOpsRegisterAppendAndLookUp(t *testing.T) {
 	g := newGrid(t, 2)
-	gw := g.nodes[0]
-	hub, err := gateway.NewHub(gateway.HubConfig{
-		Gateway: gw.ID().String(), GatewayID: []byte(gw.ID()),
-		Directory: hubKeys{gw.Directory()}, Now: g.clock.Now,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = hub.Close() })
-	if err := gw.Directory().RegisterOps(hub); err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(hub)
-	t.Cleanup(srv.Close)
 	ctx := ctxT(t)
-	c, err := gatewaytest.Dial(ctx, "ws"+srv.URL[len("http"):], gatewaytest.Options{})
+	c, err := gatewaytest.Dial(ctx, gatewaytest.WSURL(g.nodes[0].GatewayURL()), gatewaytest.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -175,6 +175,9 @@ func New(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if err := n.registerMailboxOps(); err != nil {
 		return nil, err
 	}
+	if err := n.registerDirectoryOps(); err != nil {
+		return nil, err
+	}
 
 	if err := n.gw.Start(); err != nil {
 		return nil, fmt.Errorf("node: %w", err)
