@@ -122,3 +122,16 @@ func FuzzDecodeTOML(f *testing.F) {
 		}
 	})
 }
+
+func TestExampleConfigFileIsValidAndStatesTheDefaults(t *testing.T) {
+	s := DefaultSettings()
+	if err := s.applyFile(filepath.Join("..", "..", "deploy", "gridnode.toml")); err != nil {
+		t.Fatal(err)
+	}
+	want := DefaultSettings()
+	want.DataDir = "/var/lib/gridchat"
+	want.Bootstrap = []string{}
+	if !reflect.DeepEqual(s, want) {
+		t.Errorf("deploy/gridnode.toml differs from the defaults:\n got %+v\nwant %+v", s, want)
+	}
+}
