@@ -328,6 +328,29 @@ func TestQuotasRefuseTheExcessWithStatus(t *testing.T) {
 	putAll(t, nodes[0], did(newDevice(t)), did(b), 10, 1)
 }
 
+// counter sums a counter (with the given label value, or all) over the nodes' registries.
+func counter(t testing.TB, nodes []*node.Node, name, label string) float64 {
+	t.Helper()
+	var sum float64
+	for _, nd := range nodes {
+		mfs, err := nd.Metrics().Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, mf := range mfs {
+			if mf.GetName() != name {
+				continue
+			}
+			for _, m := range mf.GetMetric() {
+				if label == "" || (len(m.GetLabel()) > 0 && m.GetLabel()[0].GetValue() == label) {
+					sum += m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return sum
+}
+
 // fakeClock is a shared injectable clock.
 type fakeClock struct {
 	mu  sync.Mutex
@@ -386,6 +409,16 @@ func TestExpiredEnvelopesAreReportedAsTombstonesOnFetch(t *testing.T) {
 	}
 	if ttl != 1 || count != 3 || envs != 9 {
 		t.Fatalf("got %d ttl tombstones, %d count tombstones, %d envelopes; want 1, 3, 9", ttl, count, envs)
+	}
+	// Every replica counted its expiries, and the stores and fetches add up.
+	if got := counter(t, nodes, "gridchat_mailbox_expired_total", "count"); got != 9 {
+		t.Fatalf("count expiries counted %v, want 3 on each of 3 replicas", got)
+	}
+	if got := counter(t, nodes, "gridchat_mailbox_expired_total", "ttl"); got != 3 {
+		t.Fatalf("ttl expiries counted %v, want 1 on each of 3 replicas", got)
+	}
+	if got := counter(t, nodes, "gridchat_mailbox_stored_total", ""); got != 39 {
+		t.Fatalf("stored counted %v, want 13 on each of 3 replicas", got)
 	}
 	// Acknowledged tombstones are gone.
 	if items := drainAt(t, nodes[1], b, false, clk.Now()); len(items) != 0 {
@@ -673,5 +706,57 @@ func TestReplicaKilledAfterStoredLosesNothingAndIsRepaired(t *testing.T) {
 	}
 	if full != 3 {
 		t.Fatalf("after repair %d replicas hold all 50, want 3 (copies %v)", full, copies(t, nodes, did(b)))
+	}
+}
+
+func TestRepairLoopCatchesUpReturningReplicaByItself(t *testing.T) {
+	var mu sync.Mutex
+	cfgs := map[int]node.Config{}
+	nodes := slices.Clone(gridtest.Swarm(t, 4, gridtest.Configure(func(i int, cfg *node.Config) {
+		cfg.Mailbox.Limits.RepairInterval = 300 * time.Millisecond
+		mu.Lock()
+		cfgs[i] = *cfg
+		mu.Unlock()
+	})))
+	ctx := context.Background()
+	a, b := newDevice(t), newDevice(t)
+	var reps []int
+	for {
+		reps = replicaIndexes(t, nodes, did(b))
+		if !slices.Contains(reps, 0) {
+			break
+		}
+		b = newDevice(t)
+	}
+	down := reps[0]
+	if err := nodes[down].Close(); err != nil {
+		t.Fatal(err)
+	}
+	nodes[down] = nil
+	putAll(t, nodes[0], did(a), did(b), 0, 30)
+	cfg := cfgs[down]
+	cfg.Bootstrap = nil
+	for _, ad := range nodes[0].P2PAddrs() {
+		cfg.Bootstrap = append(cfg.Bootstrap, ad.String())
+	}
+	back, err := node.New(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = back.Close() })
+	// No Reconcile call: the timer and the reconnection events must bring it back to 30.
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		n, err := back.Mailbox().Store().Count(ctx, did(b))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n == 30 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the returning replica holds %d of 30 after 20 s", n)
+		}
+		time.Sleep(50 * time.Millisecond) // polling the repair loop's effect, with a deadline
 	}
 }

@@ -127,6 +127,7 @@ func New(cfg Config) (*Service, error) {
 		subs:    make(map[wire.DeviceID]map[*subscriber]struct{}),
 		inbound: make(map[network.Stream]struct{}),
 	}
+	s.store.countExpired = func(n int) { m.expired.WithLabelValues(ReasonCount).Add(float64(n)) }
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	if !cfg.DisableLoops {
 		sub, err := cfg.Host.EventBus().Subscribe(new(event.EvtPeerConnectednessChanged))

@@ -89,6 +89,8 @@ type Store struct {
 	d     ds.Batching
 	lim   Limits
 	locks [64]sync.Mutex
+	// countExpired, if set, is told how many envelopes a put pushed out by the count limit.
+	countExpired func(n int)
 }
 
 // NewStore returns a Store over d, which should be a namespace of its own (e.g. /mailbox of the node's
@@ -356,6 +358,7 @@ func (s *Store) Put(ctx context.Context, e *Envelope, now time.Time) (PutKind, e
 	if c.m.bytes+int64(len(e.Ciphertext)) > s.lim.MaxMailboxBytes {
 		return 0, errorf(StatusMailboxFull, "mailbox holds %d bytes (limit %d)", c.m.bytes, s.lim.MaxMailboxBytes)
 	}
+	evicted := 0
 	if excess := c.m.count + 1 - int64(s.lim.MaxCount); excess > 0 {
 		oldest, err := s.oldest(ctx, dev, int(excess))
 		if err != nil {
@@ -378,6 +381,7 @@ func (s *Store) Put(ctx context.Context, e *Envelope, now time.Time) (PutKind, e
 			if err := c.addTombstone(ctx, &oldest[i], now, ReasonCount); err != nil {
 				return 0, fmt.Errorf("mailbox: put: %w", err)
 			}
+			evicted++
 		}
 	}
 	if err := c.b.Put(ctx, envKey(dev, e.Stamp, e.MessageID), encodeEnvelope(e)); err != nil {
@@ -393,6 +397,9 @@ func (s *Store) Put(ctx context.Context, e *Envelope, now time.Time) (PutKind, e
 	}
 	if err := c.commit(ctx); err != nil {
 		return 0, fmt.Errorf("mailbox: put: %w", err)
+	}
+	if evicted > 0 && s.countExpired != nil {
+		s.countExpired(evicted)
 	}
 	return Written, nil
 }
