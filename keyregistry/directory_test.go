@@ -28,18 +28,61 @@ type grid struct {
 	t     testing.TB
 	nodes []*node.Node
 	clock *testClock
+	opts  []gridtest.Option
 }
 
 func newGrid(t testing.TB, n int, opts ...gridtest.Option) *grid {
 	t.Helper()
+	return startGrid(t, n, append([]gridtest.Option{gridtest.InMemory()}, opts...))
+}
+
+// newGridOnDisk is newGrid with every node's state on disk (Pebble and its
+// key publication log in t.TempDir()), so nodes can restart.
+func newGridOnDisk(t testing.TB, n int, opts ...gridtest.Option) *grid {
+	t.Helper()
+	return startGrid(t, n, opts)
+}
+
+func startGrid(t testing.TB, n int, opts []gridtest.Option) *grid {
+	t.Helper()
 	clk := &testClock{}
-	opts = append([]gridtest.Option{gridtest.InMemory(), gridtest.Configure(func(i int, cfg *node.Config) {
+	g := &grid{t: t, clock: clk}
+	g.opts = append([]gridtest.Option{gridtest.Configure(func(i int, cfg *node.Config) {
 		cfg.Directory.Validator.Now = clk.Now
 		cfg.Directory.Limits.LookupTimeout = 5 * time.Second
 	})}, opts...)
-	g := &grid{t: t, nodes: gridtest.Swarm(t, n, opts...), clock: clk}
+	g.nodes = gridtest.Swarm(t, n, g.opts...)
 	g.waitTopicMesh()
 	return g
+}
+
+// restart closes node i and starts it again on its data directory.
+func (g *grid) restart(i int) {
+	g.t.Helper()
+	old := g.nodes[i]
+	dir := old.DataDir()
+	if dir == "" {
+		g.t.Fatal("restart needs a grid on disk")
+	}
+	if err := old.Close(); err != nil {
+		g.t.Fatal(err)
+	}
+	cfg := gridtest.NodeConfig(g.t, i, append(g.opts, gridtest.Configure(func(_ int, c *node.Config) {
+		c.DataDir = dir
+		c.Bootstrap = nil
+		for _, a := range g.nodes[(i+1)%len(g.nodes)].P2PAddrs() {
+			c.Bootstrap = append(c.Bootstrap, a.String())
+		}
+	}))...)
+	nd, err := node.New(context.Background(), cfg)
+	if err != nil {
+		g.t.Fatal(err)
+	}
+	g.t.Cleanup(func() { _ = nd.Close() })
+	g.nodes[i] = nd
+	if err := nd.DHT().WaitForPeers(ctxT(g.t), len(g.nodes)-1); err != nil {
+		g.t.Fatal(err)
+	}
 }
 
 func (g *grid) dir(i int) *keyregistry.Service { return g.nodes[i].Directory() }
@@ -287,7 +330,7 @@ func TestAccountRegisteredOnNode1IsFoundByIDAndUsernameOnNode5(t *testing.T) {
 }
 
 func TestLinkAndRevokeReachEveryNodeByGossipAndAfterColdRestart(t *testing.T) {
-	g := newGrid(t, 5)
+	g := newGridOnDisk(t, 5)
 	u, _ := g.register(0, "conn-1")
 	// The registration's announcement reaching every node shows the topic
 	// mesh is up; the timed part starts after it.
@@ -336,38 +379,19 @@ func TestLinkAndRevokeReachEveryNodeByGossipAndAfterColdRestart(t *testing.T) {
 		}
 	}
 
-	// Cache-cold restart of one node (same data directory), and cold caches
-	// everywhere else: the DHT alone must give the revocation.
-	cfg := gridtest.NodeConfig(t, 9, gridtest.Configure(func(_ int, c *node.Config) {
-		c.Directory.Validator.Now = g.clock.Now
-		for _, a := range g.nodes[0].P2PAddrs() {
-			c.Bootstrap = append(c.Bootstrap, a.String())
-		}
-	}))
-	fresh, err := node.New(context.Background(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = fresh.Close() })
-	if err := fresh.DHT().WaitForPeers(ctxT(t), len(g.nodes)); err != nil {
-		t.Fatal(err)
-	}
+	// Restart node 2 on its data directory (its cache starts empty) and empty
+	// every other cache: the DHT alone must give the link and the revocation.
+	g.restart(2)
 	g.forgetAll()
-	for i, d := range append([]*keyregistry.Service{fresh.Directory()}, func() []*keyregistry.Service {
-		var out []*keyregistry.Service
-		for i := range g.nodes {
-			out = append(out, g.dir(i))
-		}
-		return out
-	}()...) {
-		a, err := d.LookupAccount(ctxT(t), u.id)
+	for i := range g.nodes {
+		a, err := g.dir(i).LookupAccount(ctxT(t), u.id)
 		if err != nil {
-			t.Fatalf("cold directory %d: %v", i, err)
+			t.Fatalf("cold node %d: %v", i, err)
 		}
 		sameDevices(t, a, u.chain)
-		_, dev, err := d.LookupDevice(ctxT(t), linked.ID())
+		_, dev, err := g.dir(i).LookupDevice(ctxT(t), linked.ID())
 		if err != nil || !dev.Revoked {
-			t.Fatalf("cold directory %d: device lookup: %+v, %v", i, dev, err)
+			t.Fatalf("cold node %d: device lookup: %+v, %v", i, dev, err)
 		}
 	}
 }
