@@ -160,6 +160,7 @@ type Error struct {
 	Err     error
 }
 
+// Error returns "keyregistry: <op> <subject>: <cause>".
 func (e *Error) Error() string {
 	if e.Subject == "" {
 		return fmt.Sprintf("keyregistry: %s: %v", e.Op, e.Err)
