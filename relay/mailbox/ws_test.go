@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -134,6 +135,80 @@ func TestWebSocketDeviceConnectingToAnotherNodeReceivesHundredInOrderOnce(t *tes
 		t.Fatalf("extra envelope %q", e.Ciphertext)
 	}
 	// Afterwards no replica holds any (deletes follow the acknowledgements; poll with a deadline).
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c := copies(t, nodes, did(b))
+		if slices.Max(c) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("replicas still hold %v", c)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestWebSocketDeviceComingOnlineWhileSenderSendsGetsEverythingOnce(t *testing.T) {
+	nodes := gridtest.Swarm(t, 4, noLoops())
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	defer cancel()
+	a := register(t, nodes[0])
+	b := register(t, nodes[0])
+	ca := connectWS(t, ctx, nodes[0], a)
+	const total = 300
+	started := make(chan struct{})
+	sent := make(chan error, 1)
+	var stored, live atomic.Int64
+	go func() {
+		for i := range total {
+			if i == 50 {
+				close(started)
+			}
+			id := make([]byte, 16)
+			copy(id, fmt.Sprintf("msg-%06d", i))
+			res, err := ca.Send(ctx, id, fmt.Appendf(nil, "ciphertext %06d", i), b.ID())
+			if err != nil {
+				sent <- err
+				return
+			}
+			switch res.Results[0].Status {
+			case wire.StatusStored:
+				stored.Add(1)
+			case wire.StatusDelivered:
+				live.Add(1)
+			default:
+				sent <- fmt.Errorf("send %d: %+v", i, res.Results[0])
+				return
+			}
+		}
+		sent <- nil
+	}()
+	<-started
+	cb := connectWS(t, ctx, nodes[3], b)
+	fetchOp(t, ctx, cb, b)
+	seen := make(map[string]int)
+	for len(seen) < total {
+		e, err := cb.NextEnvelope(ctx)
+		if err != nil {
+			t.Fatalf("after %d envelopes: %v", len(seen), err)
+		}
+		seen[string(e.Ciphertext)]++
+		if seen[string(e.Ciphertext)] > 1 {
+			t.Fatalf("%q delivered twice", e.Ciphertext)
+		}
+		if err := cb.Ack(ctx, e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := <-sent; err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%d envelopes went through the mailbox, %d were delivered live", stored.Load(), live.Load())
+	short, cancelShort := context.WithTimeout(ctx, 500*time.Millisecond)
+	defer cancelShort()
+	if e, err := cb.NextEnvelope(short); err == nil {
+		t.Fatalf("extra envelope %q", e.Ciphertext)
+	}
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		c := copies(t, nodes, did(b))
