@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -25,6 +26,7 @@ type conn struct {
 	cancel context.CancelFunc
 
 	send     chan []byte   // bounded send queue, drained by the writer
+	sendMu   sync.Mutex    // serialises enqueue with the final drain
 	inflight chan struct{} // one token per Deferred running
 	limiter  *rate.Limiter
 	lastSeen atomic.Int64 // unix nanos of the last frame or pong
@@ -173,7 +175,7 @@ func (c *conn) dispatch(req wire.Request, e opEntry) bool {
 	authed, dev, acct, _ := c.identity()
 	call := &Call{ID: req.ID, Op: req.Op, Body: req.Body, Authenticated: authed, Device: dev, Account: acct,
 		Gateway: c.hub.cfg.Gateway, GatewayID: c.hub.cfg.GatewayID, ConnID: c.id, conn: c}
-	res, err := e.h(c.ctx, call)
+	res, err := safeCall(func() (any, error) { return e.h(c.ctx, call) })
 	if d, ok := res.(Deferred); ok && err == nil {
 		select {
 		case c.inflight <- struct{}{}:
@@ -184,7 +186,7 @@ func (c *conn) dispatch(req wire.Request, e opEntry) bool {
 		go func() {
 			defer c.wg.Done()
 			defer func() { <-c.inflight }()
-			res, err := d(c.ctx)
+			res, err := safeCall(func() (any, error) { return d(c.ctx) })
 			c.respond(req, res, err)
 		}()
 		return true
@@ -196,6 +198,16 @@ func (c *conn) dispatch(req wire.Request, e opEntry) bool {
 		return false
 	}
 	return true
+}
+
+// safeCall runs an operation so that a bug in it (a panic) fails that request, not the node.
+func safeCall(f func() (any, error)) (res any, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			res, err = nil, fmt.Errorf("gateway: operation panicked: %v", r)
+		}
+	}()
+	return f()
 }
 
 func (c *conn) respond(req wire.Request, res any, err error) {
@@ -234,14 +246,17 @@ func (c *conn) refuse(id uint64, e *wire.Error) {
 // enqueue queues a frame for the client without blocking. A full queue closes the connection as a slow
 // consumer: the node never buffers without bound for a client that does not read.
 func (c *conn) enqueue(frame []byte) bool {
+	c.sendMu.Lock()
+	defer c.sendMu.Unlock()
 	if c.closing() {
 		return false
 	}
+	c.hub.metrics.queueDepth.Inc() // before the send, so the writer's decrement never comes first
 	select {
 	case c.send <- frame:
-		c.hub.metrics.queueDepth.Inc()
 		return true
 	default:
+		c.hub.metrics.queueDepth.Dec()
 		c.close(CloseSlowConsumer, "slow consumer: send queue full", "slow_consumer")
 		return false
 	}
@@ -341,10 +356,13 @@ func (c *conn) finish() {
 	c.wg.Wait()
 	_ = c.ws.CloseNow()
 	c.cancel()
+	// close happened before: enqueue refuses from now on, and under sendMu none is half done.
+	c.sendMu.Lock()
 	for len(c.send) > 0 {
 		<-c.send
 		c.hub.metrics.queueDepth.Dec()
 	}
+	c.sendMu.Unlock()
 	c.hub.unregister(c)
 	c.hub.opsMu.RLock()
 	hooks := c.hub.onClose

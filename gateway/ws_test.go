@@ -575,6 +575,15 @@ func TestHandleRejectsDuplicateOps(t *testing.T) {
 	}
 	_, err = c.Call(ctxT(t), "nope", nil)
 	wantCode(t, err, wire.CodeUnknownOp)
+	// A handler that panics fails its request; the connection and the node go on.
+	if err := th.Handle("buggy", func(context.Context, *Call) (any, error) { panic("bug") }, AllowUnauthenticated()); err != nil {
+		t.Fatal(err)
+	}
+	_, err = c.Call(ctxT(t), "buggy", nil)
+	wantCode(t, err, wire.CodeInternal)
+	if _, err := c.Call(ctxT(t), wire.OpPing, nil); err != nil {
+		t.Fatal(err)
+	}
 	c.Close()
 	if id := <-ids; id != <-closed || id == "" {
 		t.Fatal("close hook did not report the connection's ID")
