@@ -54,8 +54,10 @@ func (s *Service) fetch(ctx context.Context, key string) (*held, error) {
 		best = h
 	}
 	if best == nil {
-		if err := ctx.Err(); err != nil && answers == 0 && !errors.Is(err, context.DeadlineExceeded) {
-			return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
+		// A search that ran out of time without a single answer says nothing
+		// about the record; one that finished did look everywhere.
+		if err := ctx.Err(); err != nil && answers == 0 {
+			return nil, fmt.Errorf("%w: search %s: %v", ErrUnavailable, key, err)
 		}
 		return nil, ErrNotFound
 	}
