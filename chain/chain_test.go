@@ -54,9 +54,18 @@ func TestParseReceiptIsStrict(t *testing.T) {
 	if !bytes.Equal(rc.Marshal(), []byte(good)) {
 		t.Fatalf("round trip changed the receipt:\n%s", rc.Marshal())
 	}
+	withExtra := strings.Replace(good, "index 3", "extra YW5jaG9yIGNhcmRhbm86cHJlcHJvZCBhYmNk\nindex 3", 1)
+	rc, err = ParseReceipt([]byte(withExtra))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if an, err := ParseAnchor(rc.Extra); err != nil || an.Chain != "cardano:preprod" || an.TxID != "abcd" || string(rc.Marshal()) != withExtra {
+		t.Fatalf("extra %q: %+v %v", rc.Extra, an, err)
+	}
 	bad := map[string]string{
 		"no header":      strings.TrimPrefix(good, "c2sp.org/tlog-proof@v1\n"),
-		"extra line":     strings.Replace(good, "index 3", "extra AA==\nindex 3", 1),
+		"empty extra":    strings.Replace(good, "index 3", "extra \nindex 3", 1),
+		"bad extra":      strings.Replace(good, "index 3", "extra A\nindex 3", 1),
 		"leading zero":   strings.Replace(good, "index 3", "index 03", 1),
 		"negative index": strings.Replace(good, "index 3", "index -3", 1),
 		"short hash":     strings.Replace(good, strings.Repeat("A", 43)+"=\n\norigin", "AAAA\n\norigin", 1),

@@ -65,12 +65,22 @@ type Receipt struct {
 	// Checkpoint is the signed note of the checkpoint, with the log's
 	// signature and the witnesses' cosignatures.
 	Checkpoint []byte
+	// Extra is the tlog-proof "extra" data, unauthenticated: gridchat puts
+	// the anchor of the checkpoint there (see Anchor), which the reader
+	// checks on the chain itself. Empty when absent.
+	Extra []byte
 }
+
+// MaxExtraSize bounds a receipt's extra data.
+const MaxExtraSize = 1024
 
 // Marshal encodes r as a c2sp.org/tlog-proof@v1 document.
 func (r *Receipt) Marshal() []byte {
 	var b bytes.Buffer
 	b.WriteString(receiptHeader + "\n")
+	if len(r.Extra) > 0 {
+		b.WriteString("extra " + base64.StdEncoding.EncodeToString(r.Extra) + "\n")
+	}
 	fmt.Fprintf(&b, "index %d\n", r.Index)
 	for _, h := range r.Proof {
 		b.WriteString(base64.StdEncoding.EncodeToString(h) + "\n")
@@ -80,8 +90,7 @@ func (r *Receipt) Marshal() []byte {
 	return b.Bytes()
 }
 
-// ParseReceipt decodes a c2sp.org/tlog-proof@v1 document strictly. An
-// "extra" line is refused: gridchat receipts carry none.
+// ParseReceipt decodes a c2sp.org/tlog-proof@v1 document strictly.
 func ParseReceipt(b []byte) (*Receipt, error) {
 	if len(b) > MaxReceiptSize {
 		return nil, fmt.Errorf("chain: parse receipt (%d bytes): %w", len(b), ErrMalformed)
@@ -93,6 +102,15 @@ func ParseReceipt(b []byte) (*Receipt, error) {
 		return nil, bad("missing header")
 	}
 	line, rest, ok := strings.Cut(rest, "\n")
+	var extra []byte
+	if e, isExtra := strings.CutPrefix(line, "extra "); ok && isExtra {
+		var err error
+		extra, err = base64.StdEncoding.Strict().DecodeString(e)
+		if err != nil || len(extra) == 0 || len(extra) > MaxExtraSize {
+			return nil, bad("invalid extra")
+		}
+		line, rest, ok = strings.Cut(rest, "\n")
+	}
 	idxs, found := strings.CutPrefix(line, "index ")
 	if !ok || !found {
 		return nil, bad("missing index line")
@@ -101,7 +119,7 @@ func ParseReceipt(b []byte) (*Receipt, error) {
 	if err != nil || strconv.FormatUint(idx, 10) != idxs {
 		return nil, bad("invalid index")
 	}
-	r := &Receipt{Index: idx}
+	r := &Receipt{Index: idx, Extra: extra}
 	for {
 		line, rest, ok = strings.Cut(rest, "\n")
 		if !ok {
@@ -333,4 +351,23 @@ func noteKeyHash(name string, key []byte) uint32 {
 // Text returns the checkpoint's c2sp.org/tlog-checkpoint note body.
 func (c Checkpoint) Text() string {
 	return string(flog.Checkpoint{Origin: c.Origin, Size: c.Size, Hash: c.Root[:]}.Marshal())
+}
+
+// Anchor is the extra data of an anchored receipt: where its checkpoint was
+// anchored. Encoded as "anchor <chain> <txid>".
+type Anchor struct {
+	Chain string
+	TxID  string
+}
+
+// Marshal encodes a as receipt extra data.
+func (a Anchor) Marshal() []byte { return []byte("anchor " + a.Chain + " " + a.TxID) }
+
+// ParseAnchor decodes receipt extra data as an Anchor.
+func ParseAnchor(b []byte) (Anchor, error) {
+	f := strings.Fields(string(b))
+	if len(f) != 3 || f[0] != "anchor" || strings.Join(f, " ") != string(b) {
+		return Anchor{}, fmt.Errorf("chain: parse anchor: %w", ErrMalformed)
+	}
+	return Anchor{Chain: f[1], TxID: f[2]}, nil
 }

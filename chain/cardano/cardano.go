@@ -267,9 +267,11 @@ func (a *Anchorer) Anchor(ctx context.Context, signedCheckpoint []byte) (chain.A
 	return chain.AnchorRef{Chain: a.cfg.Chain, TxID: hex.EncodeToString(id.Bytes()), Size: cp.Size, Root: cp.Root[:]}, nil
 }
 
-// Run anchors the head's checkpoint every interval while it grows, until
-// ctx ends. Failures are logged and retried at the next tick.
-func (a *Anchorer) Run(ctx context.Context, head chain.Head, every <-chan time.Time, anchored func(chain.AnchorRef)) {
+// Run anchors the head's checkpoint at every tick of every while the log
+// grows, until ctx ends, and reports each anchor with the checkpoint it
+// holds (a node passes tlog.Log.RecordAnchor). Failures are logged and
+// retried at the next tick.
+func (a *Anchorer) Run(ctx context.Context, head chain.Head, every <-chan time.Time, anchored func(ref chain.AnchorRef, signed []byte) error) {
 	var last uint64
 	for {
 		select {
@@ -293,7 +295,9 @@ func (a *Anchorer) Run(ctx context.Context, head chain.Head, every <-chan time.T
 		}
 		last = cp.Size
 		if anchored != nil {
-			anchored(ref)
+			if err := anchored(ref, signed); err != nil {
+				a.log.Warn("anchor: record", "tx", ref.TxID, "err", err)
+			}
 		}
 	}
 }

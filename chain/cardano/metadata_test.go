@@ -2,6 +2,7 @@ package cardano
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"os"
@@ -49,7 +50,10 @@ func TestRunAnchorsEachNewCheckpointOnce(t *testing.T) {
 	refs := make(chan chain.AnchorRef, 4)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { defer close(done); a.Run(ctx, h, ticks, func(r chain.AnchorRef) { refs <- r }) }()
+	go func() {
+		defer close(done)
+		a.Run(ctx, h, ticks, func(r chain.AnchorRef, _ []byte) error { refs <- r; return nil })
+	}()
 	ticks <- time.Time{}
 	r := <-refs
 	ticks <- time.Time{} // unchanged head: no new anchor
@@ -68,7 +72,10 @@ func TestRunAnchorsEachNewCheckpointOnce(t *testing.T) {
 	}
 	ctx, cancel = context.WithCancel(context.Background())
 	done = make(chan struct{})
-	go func() { defer close(done); a.Run(ctx, h, ticks, func(r chain.AnchorRef) { refs <- r }) }()
+	go func() {
+		defer close(done)
+		a.Run(ctx, h, ticks, func(r chain.AnchorRef, _ []byte) error { refs <- r; return nil })
+	}()
 	ticks <- time.Time{}
 	r2 := <-refs
 	cancel()
@@ -86,4 +93,47 @@ func FuzzParseMetadataCBOR(f *testing.F) {
 			t.Fatalf("accepted %d bytes of metadata: %+v", len(b), an)
 		}
 	})
+}
+
+// TestAnchoredReceiptNamesTheTransactionHoldingItsCheckpoint runs the whole
+// path: the log's head is anchored by Run, the log records the anchor, and a
+// receipt re-issued against the anchored checkpoint names the transaction,
+// whose metadata on the node commits to exactly that checkpoint note.
+func TestAnchoredReceiptNamesTheTransactionHoldingItsCheckpoint(t *testing.T) {
+	n := newTestNode(t)
+	a := newTestAnchorer(t, n, newWalletView(n))
+	n.fund(a.Address(), 50_000_000, 1)
+	l := openLog(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	ticks := make(chan time.Time)
+	done := make(chan struct{})
+	go func() { defer close(done); a.Run(ctx, l, ticks, l.RecordAnchor) }()
+	ticks <- time.Time{}
+	ticks <- time.Time{} // the first tick is fully handled
+	cancel()
+	<-done
+
+	rc, err := l.AnchoredReceipt(context.Background(), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pol := chain.Policy{LogKey: func(string) (notev, error) { return l.Verifier(), nil }}
+	if _, err := pol.Verify(rc, chain.Record{Seq: 1, Body: []byte{1}}); err != nil {
+		t.Fatal(err)
+	}
+	an, err := chain.ParseAnchor(rc.Extra)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tx, ok := n.accepted[an.TxID]
+	if !ok || an.Chain != "cardano:test" {
+		t.Fatalf("anchor %+v not on the node", an)
+	}
+	md, err := ParseMetadata(tx.Metadata())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if md.NoteHash != sha256.Sum256(rc.Checkpoint) {
+		t.Fatal("anchored note hash does not match the receipt's checkpoint")
+	}
 }

@@ -118,6 +118,9 @@ type Log struct {
 	headMu  sync.Mutex
 	head    *witnessed
 
+	anchorMu sync.Mutex
+	anchors  []anchorRecord
+
 	closeMu   sync.RWMutex
 	closed    bool
 	closeErr  error
@@ -174,6 +177,11 @@ func Open(ctx context.Context, cfg Config) (*Log, error) {
 		return nil, fmt.Errorf("tlog: open %s: %w", cfg.Dir, err)
 	}
 	l.add, l.reader, l.shutdown, l.cancel = app.Add, reader, shutdown, cancel
+	if err := l.loadAnchors(); err != nil {
+		shutdown(ctx)
+		cancel()
+		return nil, fmt.Errorf("tlog: open %s: anchors: %w", cfg.Dir, err)
+	}
 	l.awaiter = tessera.NewPublicationAwaiter(bg, reader.ReadCheckpoint, cfg.Timing.PollInterval)
 	return l, nil
 }

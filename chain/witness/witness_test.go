@@ -345,7 +345,8 @@ func TestLogShowingWitnessesDifferentCheckpointsIsCaughtByTheirGossip(t *testing
 		cp chain.Checkpoint
 	}{{b, x}, {c, y}} {
 		resp, err := ac.call(ctx, tc.to.host.ID(), &request{Old: 0, Checkpoint: signNote(t, signer, tc.cp.Text())})
-		if err != nil || resp.Status != StatusOK {
+		// c may already have b's gossip and refuse at once.
+		if err != nil || resp.Status != StatusOK && !(tc.to == c && resp.Status == StatusDistrusted) {
 			t.Fatalf("cosign: %v %+v", err, resp)
 		}
 	}
