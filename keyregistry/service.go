@@ -385,7 +385,7 @@ func (s *Service) openChain(chainBytes []byte) (*held, error) {
 	if err != nil {
 		return nil, err
 	}
-	return s.ver.open(raw)
+	return s.ver.openWith(raw, false)
 }
 
 // checkUsername enforces the username rules on the statements h adds to

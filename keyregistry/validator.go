@@ -9,6 +9,7 @@ import (
 
 	record "github.com/libp2p/go-libp2p-record"
 
+	"github.com/iagon/gridchat/chain"
 	"github.com/iagon/gridchat/e2ee"
 )
 
@@ -40,6 +41,20 @@ type ValidatorConfig struct {
 	// MaxClockSkew is how far in the future a statement time may lie.
 	// Default DefaultMaxClockSkew.
 	MaxClockSkew time.Duration
+	// Receipts, when set, verifies every receipt a record carries against
+	// its statement (chain.Policy or a log satisfies it); a receipt that
+	// does not verify makes the record invalid. Nil checks receipts' shape
+	// only.
+	Receipts ReceiptVerifier
+	// RequireReceipts makes a record invalid unless every device-key
+	// statement (genesis, add-device, revoke-device) has a receipt, so a
+	// key that was never published cannot be served. It needs Receipts.
+	RequireReceipts bool
+}
+
+// ReceiptVerifier checks a publication-log receipt offline.
+type ReceiptVerifier interface {
+	Verify(rc *chain.Receipt, r chain.Record) (chain.Checkpoint, error)
 }
 
 // Defaults of ValidatorConfig.
@@ -73,7 +88,11 @@ func newVerifier(cfg ValidatorConfig) *verifier {
 }
 
 // open decodes raw and replays its chain. Every error wraps a sentinel.
-func (v *verifier) open(raw []byte) (*held, error) {
+func (v *verifier) open(raw []byte) (*held, error) { return v.openWith(raw, v.cfg.RequireReceipts) }
+
+// openWith is open, requiring receipts for device-key statements only if
+// require is set (a client's submission has none yet).
+func (v *verifier) openWith(raw []byte, require bool) (*held, error) {
 	rec, err := v.codec.unmarshal(raw)
 	if err != nil {
 		return nil, err
@@ -91,8 +110,41 @@ func (v *verifier) open(raw []byte) (*held, error) {
 			return nil, fmt.Errorf("%w: receipt for seq %d of a chain of %d", ErrMalformed, rc.Seq, h.acct.Length)
 		}
 	}
+	if err := v.checkReceipts(h, require); err != nil {
+		return nil, err
+	}
 	h.acct.Record = raw
 	return h, nil
+}
+
+// checkReceipts verifies h's receipts against its statements, and that the
+// device-key statements have one, as configured.
+func (v *verifier) checkReceipts(h *held, require bool) error {
+	if v.cfg.Receipts == nil {
+		return nil
+	}
+	stmts := h.chain.Statements()
+	acct := chain.DeriveAccountKey(stmts[0].Encode())
+	for _, r := range h.rec.Receipts {
+		rc, err := chain.ParseReceipt(r.Body)
+		if err != nil {
+			return fmt.Errorf("%w: receipt of statement %d: %v", ErrBadProof, r.Seq, err)
+		}
+		if _, err := v.cfg.Receipts.Verify(rc, chain.Record{Account: acct, Seq: r.Seq, Body: stmts[r.Seq].Encode()}); err != nil {
+			return fmt.Errorf("%w: receipt of statement %d: %v", ErrBadProof, r.Seq, err)
+		}
+	}
+	if require {
+		for _, s := range stmts {
+			switch s.Kind {
+			case e2ee.KindGenesis, e2ee.KindAddDevice, e2ee.KindRevokeDevice:
+				if h.rec.receiptFor(s.Seq) == nil {
+					return fmt.Errorf("%w: statement %d (%s) was never published", ErrBadProof, s.Seq, s.Kind)
+				}
+			}
+		}
+	}
+	return nil
 }
 
 // usernameLive reports whether h's username claim is live now.
