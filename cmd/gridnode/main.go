@@ -75,6 +75,7 @@ func newRunCmd() *cobra.Command {
 		}
 		fmt.Fprintf(cmd.OutOrStdout(), "gateway=%s peer_id=%s\n", n.GatewayURL(), n.ID())
 		<-ctx.Done()
+		stop() // a second signal now ends the process at once
 		log.Info("shutting down")
 		return n.Close()
 	}

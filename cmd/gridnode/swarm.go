@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -12,12 +13,14 @@ import (
 	"github.com/iagon/gridchat/node"
 )
 
-// swarmListenAddrs are the libp2p addresses of each swarm node: loopback,
+// swarmListenAddrs returns the libp2p addresses of a swarm node: loopback,
 // free ports, every transport.
-var swarmListenAddrs = []string{
-	"/ip4/127.0.0.1/tcp/0",
-	"/ip4/127.0.0.1/udp/0/quic-v1",
-	"/ip4/127.0.0.1/tcp/0/ws",
+func swarmListenAddrs() []string {
+	return []string{
+		"/ip4/127.0.0.1/tcp/0",
+		"/ip4/127.0.0.1/udp/0/quic-v1",
+		"/ip4/127.0.0.1/tcp/0/ws",
+	}
 }
 
 // maxSwarmNodes bounds gridnode swarm -n.
@@ -81,7 +84,7 @@ is printed on stdout with its gateway URL and peer ID.`,
 		for i := range count {
 			cfg := s.nodeConfig(log.With("node", i+1))
 			cfg.DataDir = filepath.Join(dataDir, fmt.Sprintf("node-%d", i+1))
-			cfg.ListenAddrs = swarmListenAddrs
+			cfg.ListenAddrs = swarmListenAddrs()
 			cfg.GatewayAddr = "127.0.0.1:0"
 			if i > 0 {
 				for _, a := range nodes[0].P2PAddrs() {
@@ -102,7 +105,7 @@ is printed on stdout with its gateway URL and peer ID.`,
 			var errs []error
 			deadline := time.Now().Add(formTimeout)
 			for i, n := range nodes {
-				wctx, cancel := contextWithDeadline(ctx, deadline)
+				wctx, cancel := context.WithDeadline(ctx, deadline)
 				if err := n.DHT().WaitForPeers(wctx, count-1); err != nil {
 					errs = append(errs, fmt.Errorf("node %d: %w", i+1, err))
 				}
@@ -121,6 +124,7 @@ is printed on stdout with its gateway URL and peer ID.`,
 			<-formed
 		}
 		<-ctx.Done()
+		stop() // a second signal now ends the process at once
 		log.Info("shutting down swarm")
 		return nil
 	}

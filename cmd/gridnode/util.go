@@ -1,17 +1,11 @@
 package main
 
 import (
-	"context"
 	"fmt"
-	"time"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
 )
-
-func contextWithDeadline(ctx context.Context, d time.Time) (context.Context, context.CancelFunc) {
-	return context.WithDeadline(ctx, d)
-}
 
 // peerIDOf returns the peer ID of a private key.
 func peerIDOf(key crypto.PrivKey) (peer.ID, error) {

@@ -27,12 +27,14 @@ import (
 	"github.com/iagon/gridchat/node"
 )
 
-// LoopbackListenAddrs are the libp2p listen addresses of a test node: every
-// transport of the grid on 127.0.0.1 with a free port.
-var LoopbackListenAddrs = []string{
-	"/ip4/127.0.0.1/tcp/0",
-	"/ip4/127.0.0.1/udp/0/quic-v1",
-	"/ip4/127.0.0.1/tcp/0/ws",
+// LoopbackListenAddrs returns the libp2p listen addresses of a test node:
+// every transport of the grid on 127.0.0.1 with a free port.
+func LoopbackListenAddrs() []string {
+	return []string{
+		"/ip4/127.0.0.1/tcp/0",
+		"/ip4/127.0.0.1/udp/0/quic-v1",
+		"/ip4/127.0.0.1/tcp/0/ws",
+	}
 }
 
 // DefaultFormTimeout bounds how long Swarm waits for the routing tables.
@@ -122,7 +124,7 @@ func buildOptions(t testing.TB, opts []Option) *options {
 
 func (o *options) config(t testing.TB, i int) node.Config {
 	cfg := node.DefaultConfig()
-	cfg.ListenAddrs = append([]string(nil), LoopbackListenAddrs...)
+	cfg.ListenAddrs = LoopbackListenAddrs()
 	cfg.GatewayAddr = "127.0.0.1:0"
 	cfg.InMemory = o.inMemory
 	if !o.inMemory {
