@@ -89,6 +89,9 @@ type Service struct {
 	closeOnce sync.Once
 	trigger   chan struct{}
 
+	placeMu sync.Mutex
+	place   map[wire.DeviceID]placement // recent put candidates, for PutEnvelope only
+
 	mu      sync.Mutex
 	closed  bool
 	subs    map[wire.DeviceID]map[*subscriber]struct{}
@@ -124,6 +127,7 @@ func New(cfg Config) (*Service, error) {
 		host: cfg.Host, router: cfg.Router, store: NewStore(cfg.Datastore, lim), lim: lim, now: cfg.Clock,
 		log: cfg.Logger, metrics: m, key: ed25519.PrivateKey(raw), replay: newReplayCache(lim.ReplayCacheSize),
 		trigger: make(chan struct{}, 1),
+		place:   make(map[wire.DeviceID]placement),
 		subs:    make(map[wire.DeviceID]map[*subscriber]struct{}),
 		inbound: make(map[network.Stream]struct{}),
 	}
@@ -340,7 +344,7 @@ func (s *Service) PutEnvelope(ctx context.Context, env wire.Envelope) (*Stored, 
 	}
 	e := Envelope{MessageID: env.MessageID, Sender: env.Sender, Recipient: env.Recipient, Stamp: s.nextStamp(),
 		Ciphertext: env.Ciphertext}
-	cands, err := s.candidates(ctx, e.Recipient, s.lim.Replicas+2)
+	cands, err := s.putCandidates(ctx, e.Recipient)
 	if err != nil {
 		return nil, err
 	}
@@ -395,6 +399,46 @@ func (s *Service) PutEnvelope(ctx context.Context, env wire.Envelope) (*Stored, 
 			s.lim.WriteQuorum, e.MessageID[:4], errors.Join(refusals...))
 	}
 	return out, nil
+}
+
+// placement is a cached candidate list of one mailbox.
+type placement struct {
+	peers   []peer.ID
+	expires time.Time
+}
+
+// placementTTL is how long PutEnvelope reuses a mailbox's candidates; a replica that died since is skipped by
+// the fallback to the next candidate.
+const (
+	placementTTL      = 5 * time.Second
+	maxPlacementCache = 4096
+)
+
+// putCandidates returns the R+2 closest peers of dev's mailbox, from a short-lived cache so that a burst of
+// puts to one device does not run one DHT lookup each.
+func (s *Service) putCandidates(ctx context.Context, dev wire.DeviceID) ([]peer.ID, error) {
+	now := time.Now()
+	s.placeMu.Lock()
+	if p, ok := s.place[dev]; ok && now.Before(p.expires) {
+		s.placeMu.Unlock()
+		return p.peers, nil
+	}
+	s.placeMu.Unlock()
+	cands, err := s.candidates(ctx, dev, s.lim.Replicas+2)
+	if err != nil {
+		return nil, err
+	}
+	s.placeMu.Lock()
+	if len(s.place) >= maxPlacementCache {
+		for k, p := range s.place {
+			if !now.Before(p.expires) || len(s.place) >= maxPlacementCache {
+				delete(s.place, k)
+			}
+		}
+	}
+	s.place[dev] = placement{peers: cands, expires: now.Add(placementTTL)}
+	s.placeMu.Unlock()
+	return cands, nil
 }
 
 // receiptFrom reports whether the encoded receipt names replica p.
