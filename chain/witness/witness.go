@@ -116,6 +116,10 @@ type Witness struct {
 	requests   *prometheus.CounterVec
 	gossip     *prometheus.CounterVec
 
+	// evidenceQ carries split-view notes to gossip, so every node sees
+	// both sides; announceLoop drains it.
+	evidenceQ chan []byte
+
 	ctx       context.Context
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
@@ -172,6 +176,7 @@ func New(ctx context.Context, cfg Config) (*Witness, error) {
 	w := &Witness{
 		cfg: cfg, log: cfg.Logger, signer: signer,
 		seen: map[string]*seenLog{}, distrusted: map[string]bool{},
+		evidenceQ: make(chan []byte, 16),
 		splitViews: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "gridchat_witness_split_views_total",
 			Help: "Split views detected: two checkpoints of one log that are not consistent.",
@@ -210,6 +215,7 @@ func New(ctx context.Context, cfg Config) (*Witness, error) {
 	w.ctx, w.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	cfg.Host.SetStreamHandler(ProtocolID, w.handleStream)
 	w.wg.Go(w.gossipLoop)
+	w.wg.Go(w.announceLoop)
 	return w, nil
 }
 
@@ -517,6 +523,28 @@ func (w *Witness) recordLocked(ctx context.Context, ev *Evidence) {
 	}
 	if err != nil {
 		w.log.Error("witness: store split-view evidence", "origin", ev.Origin, "err", err)
+	}
+	for _, n := range []string{ev.CheckpointA, ev.CheckpointB} {
+		select {
+		case w.evidenceQ <- []byte(n):
+		default:
+			w.gossip.WithLabelValues("evidence_dropped").Inc()
+		}
+	}
+}
+
+// announceLoop gossips the checkpoints of split views found here, so nodes
+// that saw only one side learn of the other.
+func (w *Witness) announceLoop() {
+	for {
+		select {
+		case <-w.ctx.Done():
+			return
+		case n := <-w.evidenceQ:
+			if err := w.Announce(w.ctx, 0, nil, n); err != nil && w.ctx.Err() == nil {
+				w.log.Debug("witness: gossip split-view evidence", "err", err)
+			}
+		}
 	}
 }
 
