@@ -29,6 +29,7 @@ const (
 	StatusDistrusted    = 410 // the log showed a split view; the witness no longer cosigns it
 	StatusInconsistent  = 422 // the consistency proof does not verify
 	StatusInternalError = 500 // the witness failed to store its state
+	StatusFull          = 503 // the witness keeps state for as many logs as it may
 )
 
 // request is a C2SP tlog-witness add-checkpoint body:

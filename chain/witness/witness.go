@@ -47,6 +47,8 @@ type Limits struct {
 	SeenPerOrigin int
 	// MaxOrigins bounds the logs whose gossip is tracked in memory.
 	MaxOrigins int
+	// MaxLogs bounds the logs this witness cosigns (and keeps state for).
+	MaxLogs int
 }
 
 // DefaultLimits returns the limits of a node.
@@ -56,6 +58,7 @@ func DefaultLimits() Limits {
 		StreamTimeout: 10 * time.Second,
 		SeenPerOrigin: 256,
 		MaxOrigins:    4096,
+		MaxLogs:       4096,
 	}
 }
 
@@ -73,6 +76,9 @@ type Config struct {
 	// LogKey resolves a log origin to its checkpoint verifier; it defaults to
 	// PeerLogKey.
 	LogKey func(origin string) (note.Verifier, error)
+	// AcceptLog, if set, says which logs this witness cosigns (e.g. only
+	// peers of the grid); others get StatusBadSignature.
+	AcceptLog func(origin string) bool
 	// Logger defaults to discarding; Registerer to none.
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer
@@ -111,6 +117,7 @@ type Witness struct {
 	mu         sync.Mutex
 	seen       map[string]*seenLog // by origin: recent checkpoints from any source
 	distrusted map[string]bool
+	logs       int // logs with stored state
 
 	splitViews prometheus.Counter
 	requests   *prometheus.CounterVec
@@ -169,6 +176,9 @@ func New(ctx context.Context, cfg Config) (*Witness, error) {
 	if cfg.Limits.MaxOrigins <= 0 {
 		cfg.Limits.MaxOrigins = def.MaxOrigins
 	}
+	if cfg.Limits.MaxLogs <= 0 {
+		cfg.Limits.MaxLogs = def.MaxLogs
+	}
 	signer, err := torchwood.NewCosignatureSigner(cfg.Name, cfg.Key)
 	if err != nil {
 		return nil, fmt.Errorf("witness: new: %w", err)
@@ -201,6 +211,9 @@ func New(ctx context.Context, cfg Config) (*Witness, error) {
 		}
 	}
 	if err := w.loadDistrusted(ctx); err != nil {
+		return nil, err
+	}
+	if err := w.countLogs(ctx); err != nil {
 		return nil, err
 	}
 	w.topic, err = cfg.PubSub.Join(Topic)
@@ -320,6 +333,21 @@ func (w *Witness) loadDistrusted(ctx context.Context) error {
 	return nil
 }
 
+func (w *Witness) countLogs(ctx context.Context) error {
+	res, err := w.cfg.Datastore.Query(ctx, query.Query{Prefix: dsLatest, KeysOnly: true})
+	if err != nil {
+		return fmt.Errorf("witness: count logs: %w", err)
+	}
+	defer res.Close()
+	for r := range res.Next() {
+		if r.Error != nil {
+			return fmt.Errorf("witness: count logs: %w", r.Error)
+		}
+		w.logs++
+	}
+	return nil
+}
+
 // opened is a checkpoint whose log signature verified.
 type opened struct {
 	cp      chain.Checkpoint
@@ -407,6 +435,9 @@ func (w *Witness) addCheckpoint(ctx context.Context, from peer.ID, body []byte) 
 		return &response{Status: StatusBadSignature}
 	}
 	origin := nc.cp.Origin
+	if w.cfg.AcceptLog != nil && !w.cfg.AcceptLog(origin) {
+		return &response{Status: StatusBadSignature}
+	}
 	// One request at a time: the check, the store and the cosignature must
 	// not interleave with another request for the log.
 	w.mu.Lock()
@@ -434,6 +465,9 @@ func (w *Witness) addCheckpoint(ctx context.Context, from peer.ID, body []byte) 
 	if nc.cp.Size < req.Old {
 		return &response{Status: StatusMalformed}
 	}
+	if last == nil && w.logs >= w.cfg.Limits.MaxLogs {
+		return &response{Status: StatusFull}
+	}
 	if last != nil {
 		if err := chain.VerifyConsistency(last.cp, nc.cp, req.Proof); err != nil {
 			if from == logPeer(origin) {
@@ -454,6 +488,9 @@ func (w *Witness) addCheckpoint(ctx context.Context, from peer.ID, body []byte) 
 	if err := w.cfg.Datastore.Sync(ctx, ds.NewKey(dsLatest)); err != nil {
 		w.log.Error("witness: sync checkpoint", "origin", origin, "err", err)
 		return &response{Status: StatusInternalError}
+	}
+	if last == nil {
+		w.logs++
 	}
 	cosigned, err := note.Sign(&note.Note{Text: nc.cp.Text()}, w.signer)
 	if err != nil {

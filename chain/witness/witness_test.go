@@ -355,3 +355,29 @@ func TestLogShowingWitnessesDifferentCheckpointsIsCaughtByTheirGossip(t *testing
 	})
 	t.Logf("private split view detected in %v", time.Since(start))
 }
+
+func TestWitnessCosignsAtMostMaxLogs(t *testing.T) {
+	nodes := newSwarm(t, 3)
+	a, b, c := nodes[0], nodes[1], nodes[2]
+	b.witness.Close()
+	b2 := &node{host: b.host, key: b.key, ps: b.ps, store: b.store, reg: prometheus.NewRegistry()}
+	w, err := New(context.Background(), Config{Host: b.host, PubSub: b.ps, Datastore: b.store, Key: b.key,
+		Registerer: b2.reg, Limits: Limits{MaxLogs: 1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { w.Close() })
+	ctx := context.Background()
+	for i, n := range []*node{a, c} {
+		origin := LogOrigin(n.host.ID())
+		cp := chain.Checkpoint{Origin: origin, Size: 1}
+		resp, err := n.witness.NewCosigner(nil, 0).call(ctx, b.host.ID(), &request{Checkpoint: signNote(t, mustSigner(t, origin, n.key), cp.Text())})
+		want := StatusOK
+		if i == 1 {
+			want = StatusFull
+		}
+		if err != nil || resp.Status != want {
+			t.Fatalf("log %d: %v %+v, want %d", i, err, resp, want)
+		}
+	}
+}
