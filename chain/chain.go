@@ -94,7 +94,9 @@ func NewEntry(r Record) (Entry, error) {
 // AccountTag returns the tag that entries of the account's statement number
 // seq carry. An account holder scans the log for the tags of its sequence
 // numbers to find every entry published for the account; two entries with one
-// tag are two statements claiming the same place in the sigchain (a fork).
+// tag and different record hashes are two statements claiming the same place
+// in the sigchain (a fork). One record published twice (a retried
+// publication) gives two identical entries, which is harmless.
 func AccountTag(k AccountKey, seq uint64) [32]byte {
 	m := hmac.New(sha256.New, k[:])
 	m.Write([]byte(labelAccountTag))

@@ -195,7 +195,7 @@ func (p *Policy) OpenCheckpoint(signed []byte) (Checkpoint, error) {
 		}
 	}
 	logSigned := false
-	cosigned := map[uint32]bool{}
+	cosigned := map[string]bool{}
 	for _, s := range n.Sigs {
 		if s.Name == logV.Name() && s.Hash == logV.KeyHash() {
 			logSigned = true
@@ -203,7 +203,7 @@ func (p *Policy) OpenCheckpoint(signed []byte) (Checkpoint, error) {
 		}
 		for _, w := range p.Witnesses {
 			if s.Name == w.Name() && s.Hash == w.KeyHash() {
-				cosigned[s.Hash] = true
+				cosigned[fmt.Sprintf("%s+%08x", s.Name, s.Hash)] = true
 			}
 		}
 	}
