@@ -268,7 +268,36 @@ func (c *Client) adoptOwnChain(cur *e2ee.AccountState) {
 	}
 }
 
+// Messaging-key rotation: a new signed messaging key every week (each is valid for two), and retired private
+// keys deleted a week after they expire, so a stolen device reveals little of the past.
+const (
+	rotateEvery = 7 * 24 * time.Hour
+	pruneGrace  = 7 * 24 * time.Hour
+)
+
+// rotateKeys replaces the messaging key when due and persists the device keys. The new key reaches other
+// devices attached to this device's key distributions, and in answer to their key requests.
+func (c *Client) rotateKeys() {
+	c.eng.mu.Lock()
+	defer c.eng.mu.Unlock()
+	now := c.cfg.Now()
+	changed := c.dev.PruneMessagingKeys(now, pruneGrace) > 0
+	if c.dev.RotationDue(now, rotateEvery) {
+		if _, err := c.dev.RotateMessagingKey(now, e2ee.DefaultMessagingKeyLifetime); err != nil {
+			c.log.Warn("messaging key rotation failed", "err", err)
+		} else {
+			changed = true
+		}
+	}
+	if changed {
+		if err := c.st.Put(bucketSelf, keyDevice, c.dev.Encode()); err != nil {
+			c.log.Error("storing rotated device keys failed", "err", err)
+		}
+	}
+}
+
 func (c *Client) start() {
+	c.rotateKeys()
 	c.eng.prune()
 	self := c.eng.self
 	_ = c.eng.ensureConv(SelfConversationID(self), &convRecord{Kind: Self})
@@ -501,7 +530,12 @@ func (c *Client) handlePush(cn *conn, p *wire.Push) {
 			c.log.Warn("bad envelope push ids")
 			return
 		}
-		if err := c.eng.receive(c.ctx, id, e2ee.DeviceID(from), ep.Ciphertext); err != nil {
+		t0 := time.Now()
+		err := c.eng.receive(c.ctx, id, e2ee.DeviceID(from), ep.Ciphertext)
+		if d := time.Since(t0); d > time.Second {
+			c.log.Warn("slow receive", "took", d)
+		}
+		if err != nil {
 			// Not acknowledged: the grid delivers it again later.
 			c.log.Warn("envelope not processed; leaving it for redelivery", "err", err)
 			return
@@ -509,7 +543,7 @@ func (c *Client) handlePush(cn *conn, p *wire.Push) {
 		ctx, cancel := context.WithTimeout(c.ctx, c.cfg.CallTimeout)
 		defer cancel()
 		if err := cn.call(ctx, wire.OpAck, wire.Ack{MessageID: id[:], SenderDevice: from[:]}, nil); err != nil {
-			c.log.Debug("ack failed", "err", err)
+			c.log.Warn("ack failed", "err", err)
 		}
 	default:
 		c.handleOtherPush(p)

@@ -38,6 +38,9 @@ type conn struct {
 	hello wire.Hello
 	log   *slog.Logger
 
+	// writeMu orders writes: the gateway requires request ids to arrive in increasing order, so an id is taken
+	// and its frame written under one lock.
+	writeMu sync.Mutex
 	mu      sync.Mutex
 	nextID  uint64
 	pending map[uint64]chan *wire.Response
@@ -186,10 +189,12 @@ func (c *conn) Err() error {
 // returned as a *wire.Error, for errors.Is against the wire sentinels.
 func (c *conn) call(ctx context.Context, op string, body, out any) error {
 	ch := make(chan *wire.Response, 1)
+	c.writeMu.Lock()
 	c.mu.Lock()
 	if c.err != nil {
 		err := c.err
 		c.mu.Unlock()
+		c.writeMu.Unlock()
 		return err
 	}
 	c.nextID++
@@ -198,10 +203,13 @@ func (c *conn) call(ctx context.Context, op string, body, out any) error {
 	c.mu.Unlock()
 	frame, err := wire.EncodeRequest(id, op, body)
 	if err != nil {
+		c.writeMu.Unlock()
 		c.forget(id)
 		return fmt.Errorf("client: %s: %w", op, err)
 	}
-	if err := c.ws.Write(ctx, websocket.MessageText, frame); err != nil {
+	err = c.ws.Write(ctx, websocket.MessageText, frame)
+	c.writeMu.Unlock()
+	if err != nil {
 		c.forget(id)
 		if ctx.Err() != nil {
 			return fmt.Errorf("client: %s: %w", op, ctx.Err())
