@@ -376,6 +376,8 @@ func (c *Client) run() {
 		if err == nil {
 			backoff = c.cfg.MinBackoff
 			c.ev.push(&ConnectionEvent{Gateway: url})
+			// The fetch answers once delivery has started, while pushes flow: it must not hold up serve.
+			c.goAsync(func(context.Context) { c.fetchMailbox(cn) })
 			err = c.serve(cn)
 			cn.close()
 			c.setConn(nil)

@@ -1,0 +1,41 @@
+package client_test
+
+import (
+	"fmt"
+	"testing"
+
+	"github.com/iagon/gridchat/client"
+)
+
+// Acceptance 2: Bob is offline while Alice sends 50 messages; he comes back on another node and gets them all,
+// in order.
+func TestOfflineRecipientGetsFiftyMessagesInOrderOnAnotherNode(t *testing.T) {
+	g := newGrid(t, 3)
+	alice := g.register("alice", 0)
+	bobCfg := g.config(1)
+	bob, err := client.Register(g.ctx, bobCfg, "bob")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := bob.WaitConnected(g.ctx); err != nil {
+		t.Fatal(err)
+	}
+	conv := mustDirect(t, g.ctx, alice, "bob")
+	send(t, g.ctx, alice, conv, "before")
+	waitTexts(t, bob, conv, []string{"before"})
+	bob.Close()
+
+	want := []string{"before"}
+	for i := range 50 {
+		text := fmt.Sprintf("offline message %02d", i)
+		send(t, g.ctx, alice, conv, text)
+		want = append(want, text)
+	}
+	bobCfg.Gateways = []string{g.nodes[2].GatewayURL()}
+	bob, err = client.Open(g.ctx, bobCfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bob.Close()
+	waitTexts(t, bob, conv, want)
+}
