@@ -13,6 +13,7 @@ import (
 	"github.com/caarlos0/env/v11"
 	"github.com/pelletier/go-toml/v2"
 	"github.com/spf13/pflag"
+	"k8s.io/klog/v2"
 
 	"github.com/iagon/gridchat/node"
 )
@@ -267,8 +268,19 @@ func loadSettings(fs *pflag.FlagSet, f *flagSettings, configPath string, environ
 	return s, nil
 }
 
-// logger builds the slog logger the settings ask for, writing to w.
+// logger builds the slog logger the settings ask for, writing to w. It also
+// routes the logs of libraries that use klog (the Tessera log) through it,
+// so that they share its level and format: main owns process-wide logging.
 func (s Settings) logger(w io.Writer) (*slog.Logger, error) {
+	log, err := s.newLogger(w)
+	if err != nil {
+		return nil, err
+	}
+	klog.SetSlogLogger(log.With("lib", "klog"))
+	return log, nil
+}
+
+func (s Settings) newLogger(w io.Writer) (*slog.Logger, error) {
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(s.LogLevel)); err != nil {
 		return nil, fmt.Errorf("log_level %q: want debug, info, warn or error", s.LogLevel)
