@@ -162,7 +162,7 @@ func New(ctx context.Context, cfg Config) (_ *Node, err error) {
 	// Services (key directory, relay, chain, WebSocket API) are created here,
 	// after the grid's parts they use and before the gateway starts, so that
 	// they can add their routes to it with n.gw.Handle; Close stops them
-	// before the gateway and the grid.
+	// after the gateway (no new requests) and before the grid.
 	if err := n.startDirectory(); err != nil {
 		return nil, err
 	}
