@@ -306,6 +306,10 @@ func (e *engine) historyChunk(b *store.Batch, from e2ee.DeviceID, h *historyBody
 // importHistory assembles a finished transfer and merges it: conversations and contacts this device lacks,
 // and every message it does not hold yet.
 func (e *engine) importHistory(from e2ee.DeviceID, transfer string, last uint32) {
+	// The receive path holds e.mu until the batch with the last chunk is committed; taking it here first means
+	// every chunk is in the store.
+	e.mu.Lock()
+	defer e.mu.Unlock()
 	var data bytes.Buffer
 	var key []byte
 	var keys []string
@@ -344,7 +348,6 @@ func (e *engine) importHistory(from e2ee.DeviceID, transfer string, last uint32)
 		return
 	}
 	msgs := 0
-	e.mu.Lock()
 	err = e.st.Update(func(b *store.Batch) error {
 		for _, a := range entries {
 			if _, ok := e.st.Get(a.Bucket, a.Key); ok {
@@ -360,7 +363,6 @@ func (e *engine) importHistory(from e2ee.DeviceID, transfer string, last uint32)
 		}
 		return nil
 	})
-	e.mu.Unlock()
 	if err != nil {
 		e.cfg.log.Warn("history import failed", "err", err)
 		return
