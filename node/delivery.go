@@ -96,7 +96,7 @@ func (n *Node) startDelivery() error {
 		Metrics: n.reg, Logger: n.log.With("part", "relay"),
 	}
 	if n.mbox != nil {
-		rcfg.Mailbox = n.mbox
+		rcfg.Mailbox = mailboxPutter{n.mbox}
 	}
 	d.relay, err = relay.New(rcfg)
 	if err != nil {

@@ -11,6 +11,7 @@ import (
 	"github.com/ipfs/go-datastore/namespace"
 
 	"github.com/iagon/gridchat/gateway"
+	"github.com/iagon/gridchat/relay"
 	"github.com/iagon/gridchat/relay/mailbox"
 	"github.com/iagon/gridchat/wire"
 )
@@ -141,6 +142,38 @@ func (n *Node) registerMailboxOps() error {
 			return resp, nil
 		}), nil
 	})
+}
+
+// mailboxPutter adapts the mailbox service to relay's Mailbox: the replicas' receipts go back to the sender,
+// and the mailbox's refusals become relay's, so the sender's status names the reason.
+type mailboxPutter struct{ mb *mailbox.Service }
+
+func (m mailboxPutter) Put(ctx context.Context, env wire.Envelope) ([][]byte, error) {
+	st, err := m.mb.PutEnvelope(ctx, env)
+	if err != nil {
+		return nil, fmt.Errorf("node: mailbox put: %w", relayMailboxError(err))
+	}
+	return st.Receipts, nil
+}
+
+// relayMailboxError marks a mailbox refusal with relay's sentinel for it (the original stays wrapped).
+func relayMailboxError(err error) error {
+	var kind error
+	switch {
+	case errors.Is(err, mailbox.ErrSenderQuota):
+		kind = relay.ErrMailboxQuota
+	case errors.Is(err, mailbox.ErrMailboxFull):
+		kind = relay.ErrMailboxFull
+	case errors.Is(err, mailbox.ErrTooLarge):
+		kind = relay.ErrMailboxTooLarge
+	case errors.Is(err, mailbox.ErrRevoked):
+		kind = relay.ErrMailboxRevoked
+	case errors.Is(err, mailbox.ErrNoQuorum):
+		kind = relay.ErrNotStored
+	default:
+		return err
+	}
+	return fmt.Errorf("%w: %w", kind, err)
 }
 
 // mailboxWireError maps a mailbox refusal to the gateway's error codes.

@@ -95,9 +95,44 @@ type Locator interface {
 	Locate(ctx context.Context, device wire.DeviceID) (Location, error)
 }
 
-// Mailbox stores envelopes for devices that are not online. Put returns once the envelope is durably stored.
+// Mailbox stores envelopes for devices that are not online. Put returns once the envelope is durably stored,
+// with the replicas' signed receipts (encoded, docs/PROTOCOL.md §5 Mailboxes), which reach the sender in its
+// "send" result. A refusal the sender should see as such wraps ErrMailboxQuota, ErrMailboxFull,
+// ErrMailboxTooLarge, ErrMailboxRevoked or ErrNotStored; any other error is reported as an internal failure.
 type Mailbox interface {
-	Put(ctx context.Context, env wire.Envelope) error
+	Put(ctx context.Context, env wire.Envelope) (receipts [][]byte, err error)
+}
+
+// Mailbox refusals, for a Mailbox to wrap so that the sender gets a clear status (see mailboxOutcome).
+var (
+	// ErrMailboxQuota: the recipient's mailbox holds as many envelopes from this sender as it allows.
+	ErrMailboxQuota = errors.New("relay: mailbox sender quota exceeded")
+	// ErrMailboxFull: the recipient's mailbox is full.
+	ErrMailboxFull = errors.New("relay: mailbox full")
+	// ErrMailboxTooLarge: the envelope exceeds the mailbox's size limit.
+	ErrMailboxTooLarge = errors.New("relay: envelope too large for the mailbox")
+	// ErrMailboxRevoked: the recipient device is revoked and its mailbox dropped.
+	ErrMailboxRevoked = errors.New("relay: recipient device revoked")
+	// ErrNotStored: fewer than the write quorum of replicas stored the envelope.
+	ErrNotStored = errors.New("relay: envelope not stored by a write quorum")
+)
+
+// mailboxOutcome maps a failed mailbox put to the sender's status. Policy refusals come first: a put without
+// quorum wraps the replicas' refusals, and "quota" says more than "not stored".
+func mailboxOutcome(err error) Outcome {
+	switch {
+	case errors.Is(err, ErrMailboxQuota):
+		return failed(wire.CodeQuota, wire.FailSenderQuota)
+	case errors.Is(err, ErrMailboxFull):
+		return failed(wire.CodeQuota, wire.FailMailboxFull)
+	case errors.Is(err, ErrMailboxTooLarge):
+		return failed(wire.CodeTooLarge, wire.FailTooLarge)
+	case errors.Is(err, ErrMailboxRevoked):
+		return failed(wire.CodeRevoked, wire.FailRevoked)
+	case errors.Is(err, ErrNotStored):
+		return failed(wire.CodeUnavailable, wire.FailNotStored)
+	}
+	return failed(wire.CodeInternal, wire.FailInternal)
 }
 
 // Config configures a Service.
@@ -346,18 +381,24 @@ func (p *Pending) Wait(ctx context.Context) wire.SendResponse {
 				o = failed(wire.CodeUnavailable, wire.FailCancelled)
 			}
 		}
+		var receipts [][]byte
 		if o.Status == wire.StatusOffline && p.s.mailbox != nil {
 			env := p.env
 			env.Recipient = d
-			if err := p.s.mailbox.Put(ctx, env); err != nil {
+			rc, err := p.s.mailbox.Put(ctx, env)
+			if err != nil {
 				p.s.log.Debug("relay: mailbox put failed", "err", err)
-				o = failed(wire.CodeUnavailable, wire.FailInternal)
+				o = mailboxOutcome(err)
+				if ctx.Err() != nil {
+					o = failed(wire.CodeUnavailable, wire.FailCancelled)
+				}
 			} else {
-				o = Outcome{Status: wire.StatusStored}
+				o, receipts = Outcome{Status: wire.StatusStored}, rc
 			}
 		}
 		p.s.metrics.observe(o)
-		resp.Results[i] = wire.RecipientResult{DeviceID: d[:], Status: o.Status, Code: o.Code, Reason: o.Reason}
+		resp.Results[i] = wire.RecipientResult{DeviceID: d[:], Status: o.Status, Code: o.Code, Reason: o.Reason,
+			Receipts: receipts}
 	}
 	return resp
 }

@@ -26,6 +26,7 @@ const (
 	CodeAlreadyAuthenticated Code = 14 // auth sent on a connection that is already authenticated
 	CodeDuplicateID          Code = 15 // the request id is not greater than every earlier id on this connection
 	CodeBusy                 Code = 16 // too many requests in flight on this connection; wait for responses
+	CodeQuota                Code = 17 // a quota of the recipient's mailbox is used up
 )
 
 // Reason returns the code's stable snake_case name, or "unknown" for a code this version does not define.
@@ -63,6 +64,8 @@ func (c Code) Reason() string {
 		return "duplicate_id"
 	case CodeBusy:
 		return "busy"
+	case CodeQuota:
+		return "quota"
 	}
 	return "unknown"
 }
@@ -118,4 +121,5 @@ var (
 	ErrAlreadyAuthenticated = &Error{Code: CodeAlreadyAuthenticated, Reason: CodeAlreadyAuthenticated.Reason()}
 	ErrDuplicateID          = &Error{Code: CodeDuplicateID, Reason: CodeDuplicateID.Reason()}
 	ErrBusy                 = &Error{Code: CodeBusy, Reason: CodeBusy.Reason()}
+	ErrQuota                = &Error{Code: CodeQuota, Reason: CodeQuota.Reason()}
 )

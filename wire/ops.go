@@ -94,6 +94,10 @@ type RecipientResult struct {
 	Status   string `json:"status"`
 	Code     Code   `json:"code,omitempty"`   // with StatusFailed
 	Reason   string `json:"reason,omitempty"` // with StatusFailed: a stable snake_case failure name
+	// Receipts, with StatusStored, are the mailbox replicas' signed receipts for the envelope (at least the write
+	// quorum, from distinct replicas; docs/PROTOCOL.md §5 Mailboxes). Clients check them with
+	// relay/mailbox/receipt.VerifyReceipts before they believe "stored".
+	Receipts [][]byte `json:"receipts,omitempty"`
 }
 
 // Failure reasons of a RecipientResult with StatusFailed (code in parentheses).
@@ -106,6 +110,11 @@ const (
 	FailProtocol    = "protocol"     // the device's gateway answered outside the protocol (13)
 	FailCancelled   = "cancelled"    // the sender's connection went away first (12)
 	FailNoPresence  = "bad_presence" // the device's presence record could not be used (12)
+	FailSenderQuota = "sender_quota" // the recipient's mailbox holds as many envelopes from this sender as allowed (17)
+	FailMailboxFull = "mailbox_full" // the recipient's mailbox is full (17)
+	FailTooLarge    = "too_large"    // the envelope exceeds the mailbox's size limit (8)
+	FailRevoked     = "revoked"      // the recipient device is revoked; its mailbox is gone (11)
+	FailNotStored   = "not_stored"   // too few mailbox replicas stored the envelope; nothing is promised (12)
 )
 
 // Outcome is the result of delivering one envelope to one device, as the recipient's gateway reports it.
