@@ -70,6 +70,9 @@ type Config struct {
 	MinBackoff, MaxBackoff time.Duration
 	// CallTimeout bounds one request to the gateway. Default 30 s.
 	CallTimeout time.Duration
+	// StoredQuorum is how many distinct mailbox replicas must sign a receipt before a "stored" status is
+	// believed. Default 2 (the grid's default write quorum of 3 replicas).
+	StoredQuorum int
 	// KeyWait bounds the wait for another device's answer to a messaging-key request. Default 15 s.
 	KeyWait time.Duration
 	// NoSync skips fsync of the local store (tests and benchmarks only).
@@ -115,6 +118,9 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.MaxBackoff == 0 {
 		c.MaxBackoff = 10 * time.Second
+	}
+	if c.StoredQuorum == 0 {
+		c.StoredQuorum = 2
 	}
 	if c.KeyWait == 0 {
 		c.KeyWait = 15 * time.Second
@@ -610,7 +616,7 @@ func (c *Client) send(ctx context.Context, id wire.MessageID, ciphertext []byte,
 	if err := c.call(ctx, wire.OpSend, req, &resp); err != nil {
 		return nil, err
 	}
-	return c.statuses(id, to, &resp)
+	return c.statuses(id, to, ciphertext, &resp)
 }
 
 // --- directory -----------------------------------------------------------------------------------------

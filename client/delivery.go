@@ -8,11 +8,22 @@ import (
 	"fmt"
 
 	"github.com/iagon/gridchat/e2ee"
+	"github.com/iagon/gridchat/relay/mailbox/receipt"
 	"github.com/iagon/gridchat/wire"
 )
 
+// ReasonBadReceipts is the failure reason the client gives a "stored" status whose replica receipts do not
+// verify: forged, for another envelope, two from one replica, or fewer than the write quorum.
+const ReasonBadReceipts = "bad_receipts"
+
 // statuses turns a send response into per-device delivery statuses, in request order.
-func (c *Client) statuses(id wire.MessageID, to []e2ee.DeviceID, resp *wire.SendResponse) ([]DeliveryStatus, error) {
+func (c *Client) statuses(id wire.MessageID, to []e2ee.DeviceID, ciphertext []byte, resp *wire.SendResponse) ([]DeliveryStatus, error) {
+	return verifyStatuses(c.dev.ID(), id, ciphertext, to, resp, c.cfg.StoredQuorum)
+}
+
+// verifyStatuses checks every "stored" result's receipts: a quorum of distinct mailbox replicas must have
+// signed that they wrote exactly this envelope. A result that fails is reported as failed (ReasonBadReceipts).
+func verifyStatuses(sender e2ee.DeviceID, id wire.MessageID, ciphertext []byte, to []e2ee.DeviceID, resp *wire.SendResponse, quorum int) ([]DeliveryStatus, error) {
 	if len(resp.Results) != len(to) {
 		return nil, fmt.Errorf("client: send: %d results for %d recipients", len(resp.Results), len(to))
 	}
@@ -22,6 +33,17 @@ func (c *Client) statuses(id wire.MessageID, to []e2ee.DeviceID, resp *wire.Send
 			return nil, fmt.Errorf("client: send: result %d names another device", i)
 		}
 		out[i] = DeliveryStatus{Device: to[i], Status: r.Status, Reason: r.Reason}
+		if r.Status != wire.StatusStored {
+			continue
+		}
+		want := receipt.Expect{Device: to[i], MessageID: id,
+			EnvelopeHash: receipt.EnvelopeHash(id, sender, to[i], ciphertext)}
+		rs, err := receipt.VerifyReceipts(r.Receipts, want, quorum)
+		if err != nil {
+			out[i].Status, out[i].Reason = wire.StatusFailed, ReasonBadReceipts
+			continue
+		}
+		out[i].Receipts = len(rs)
 	}
 	return out, nil
 }
