@@ -26,10 +26,17 @@ func TestOfflineRecipientGetsFiftyMessagesInOrderOnAnotherNode(t *testing.T) {
 	bob.Close()
 
 	want := []string{"before"}
+	drain(alice)
 	for i := range 50 {
 		text := fmt.Sprintf("offline message %02d", i)
 		send(t, g.ctx, alice, conv, text)
 		want = append(want, text)
+		// Every send to the offline device is stored, with verified receipts from a quorum of replicas.
+		for _, st := range deliveryStatuses(t, alice) {
+			if st.Device == bob.Device() && (st.Status != "stored" || st.Receipts < 2) {
+				t.Fatalf("message %d to offline Bob: status %s (%s) with %d receipts", i, st.Status, st.Reason, st.Receipts)
+			}
+		}
 	}
 	bobCfg.Gateways = []string{g.nodes[2].GatewayURL()}
 	bob, err = client.Open(g.ctx, bobCfg)
