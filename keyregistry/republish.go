@@ -1,9 +1,11 @@
 package keyregistry
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	ds "github.com/ipfs/go-datastore"
@@ -106,4 +108,89 @@ func (s *Service) Republish(ctx context.Context) (int, error) {
 		return n, fmt.Errorf("keyregistry: republish: %w", err)
 	}
 	return n, nil
+}
+
+// receiptRetryLoop runs UpgradeReceipts every ReceiptRetryInterval.
+func (s *Service) receiptRetryLoop() {
+	t := time.NewTicker(s.lim.ReceiptRetryInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+			if _, err := s.UpgradeReceipts(s.ctx); err != nil && s.ctx.Err() == nil {
+				s.log.Info("receipt retry", "err", err)
+			}
+		case <-s.ctx.Done():
+			return
+		}
+	}
+}
+
+// UpgradeReceipts publishes again the statements of held records that have
+// no log receipt yet (the log had no witness quorum when they were
+// accepted), and stores, holds and announces each record whose receipts it
+// completed or extended. It returns how many records it upgraded; a
+// statement that still cannot be published is left for the next round.
+func (s *Service) UpgradeReceipts(ctx context.Context) (int, error) {
+	if s.cfg.Publisher == nil {
+		return 0, nil
+	}
+	res, err := s.cfg.Datastore.Query(ctx, query.Query{Prefix: heldPrefix.String()})
+	if err != nil {
+		return 0, fmt.Errorf("keyregistry: upgrade receipts: %w", err)
+	}
+	var pending []*held
+	for e := range res.Next() {
+		if e.Error != nil {
+			continue
+		}
+		h, err := s.ver.open(e.Value)
+		if err != nil || uint64(len(h.rec.Receipts)) >= h.acct.Length {
+			continue
+		}
+		pending = append(pending, h)
+	}
+	res.Close()
+	n := 0
+	var errs []error
+	for _, h := range pending {
+		got, perr := s.publishFrom(ctx, h, 0)
+		if len(got) > 0 {
+			if err := s.addReceipts(ctx, h, got); err != nil {
+				errs = append(errs, fmt.Errorf("account %s: %w", h.acct.ID, err))
+			} else {
+				n++
+			}
+		}
+		if perr != nil {
+			errs = append(errs, fmt.Errorf("account %s: %w", h.acct.ID, perr))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return n, fmt.Errorf("keyregistry: upgrade receipts: %w", err)
+	}
+	return n, nil
+}
+
+// addReceipts stores h's record with the receipts got added.
+func (s *Service) addReceipts(ctx context.Context, h *held, got []Receipt) error {
+	all := append(append([]Receipt(nil), h.rec.Receipts...), got...)
+	slices.SortFunc(all, func(a, b Receipt) int { return cmp.Compare(a.Seq, b.Seq) })
+	raw, err := s.ver.codec.marshal(&Record{Chain: h.rec.Chain, Receipts: all})
+	if err != nil {
+		return err
+	}
+	full, err := s.ver.open(raw)
+	if err != nil {
+		return err
+	}
+	if err := s.store(ctx, full); err != nil {
+		return err
+	}
+	if err := s.hold(ctx, full); err != nil {
+		return err
+	}
+	s.adopt(full, "local")
+	s.announce(ctx, full)
+	return nil
 }

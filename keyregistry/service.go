@@ -9,6 +9,7 @@ import (
 	"time"
 
 	ds "github.com/ipfs/go-datastore"
+	kb "github.com/libp2p/go-libp2p-kbucket"
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	"github.com/libp2p/go-libp2p/core/routing"
 	"github.com/prometheus/client_golang/prometheus"
@@ -56,6 +57,12 @@ type Limits struct {
 	// RepublishInterval is how often held records are stored again; it must
 	// be well below the DHT's record age (36 h).
 	RepublishInterval time.Duration
+	// PublishTimeout bounds publishing one statement to the log (the log
+	// waits for its witnesses).
+	PublishTimeout time.Duration
+	// ReceiptRetryInterval is how often statements of held records that
+	// have no receipt yet are published again (see UpgradeReceipts).
+	ReceiptRetryInterval time.Duration
 }
 
 // DefaultLimits returns the default limits.
@@ -70,6 +77,10 @@ func DefaultLimits() Limits {
 		LookupTimeout:     10 * time.Second,
 		PutTimeout:        20 * time.Second,
 		RepublishInterval: 12 * time.Hour,
+		PublishTimeout:    15 * time.Second,
+		// A lonely node (no witnesses yet) retries often, so the records it
+		// accepted carry receipts soon after its first peers arrive.
+		ReceiptRetryInterval: 30 * time.Second,
 	}
 }
 
@@ -102,6 +113,12 @@ func (l Limits) withDefaults() Limits {
 	if l.RepublishInterval <= 0 {
 		l.RepublishInterval = d.RepublishInterval
 	}
+	if l.PublishTimeout <= 0 {
+		l.PublishTimeout = d.PublishTimeout
+	}
+	if l.ReceiptRetryInterval <= 0 {
+		l.ReceiptRetryInterval = d.ReceiptRetryInterval
+	}
 	return l
 }
 
@@ -116,7 +133,11 @@ type Config struct {
 	// refresh only by TTL.
 	PubSub *pubsub.PubSub
 	// Publisher is the key publication log. Optional: without it records
-	// carry no receipts.
+	// carry no receipts. When a statement cannot be published (the log finds
+	// no witness quorum, say on a node that is alone), the record is stored
+	// without its receipt unless Validator.RequireReceipts is set, and the
+	// statement is published again every Limits.ReceiptRetryInterval until
+	// its receipt is added (UpgradeReceipts).
 	Publisher Publisher
 	// GatewayID is what registration proofs are bound to: this node's peer
 	// ID in binary form. Required.
@@ -233,6 +254,9 @@ func New(cfg Config) (*Service, error) {
 		s.wg.Go(s.gossipLoop)
 	}
 	s.wg.Go(s.republishLoop)
+	if cfg.Publisher != nil {
+		s.wg.Go(s.receiptRetryLoop)
+	}
 	return s, nil
 }
 
@@ -418,7 +442,9 @@ func (s *Service) checkUsername(ctx context.Context, cur, h *held) error {
 }
 
 // accept publishes h's statements after cur to the log, stores the record
-// under every key and announces it. cur is nil for a registration.
+// under every key and announces it. cur is nil for a registration. A
+// statement the log cannot take now is left without a receipt for
+// UpgradeReceipts to add, unless receipts are required.
 func (s *Service) accept(ctx context.Context, op string, cur, h *held) (*Account, error) {
 	from := uint64(0)
 	var receipts []Receipt
@@ -427,16 +453,15 @@ func (s *Service) accept(ctx context.Context, op string, cur, h *held) (*Account
 		receipts = append(receipts, cur.rec.Receipts...)
 	}
 	if s.cfg.Publisher != nil {
-		stmts := h.chain.Statements()
-		key := chain.DeriveAccountKey(stmts[0].Encode())
-		for seq := from; seq < h.acct.Length; seq++ {
-			rc, err := s.cfg.Publisher.Publish(ctx, chain.Record{Account: key, Seq: seq, Body: stmts[seq].Encode()})
-			if err != nil {
-				s.m.publishFailures.Inc()
-				return nil, fmt.Errorf("%w: publish statement %d: %v", ErrUnavailable, seq, err)
+		got, err := s.publishFrom(ctx, h, from)
+		if err != nil {
+			if s.cfg.Validator.RequireReceipts {
+				return nil, err
 			}
-			receipts = append(receipts, Receipt{Seq: seq, Body: rc.Marshal()})
+			s.log.Warn("statement stored without its log receipt; publication is retried",
+				"account", h.acct.ID.String(), "err", err)
 		}
+		receipts = append(receipts, got...)
 	}
 	raw, err := s.ver.codec.marshal(&Record{Chain: h.rec.Chain, Receipts: receipts})
 	if err != nil {
@@ -458,13 +483,46 @@ func (s *Service) accept(ctx context.Context, op string, cur, h *held) (*Account
 	return full.acct, nil
 }
 
+// publishFrom publishes h's statements from seq from on, in order, and
+// returns their receipts up to the first that fails. A receipt that does not
+// satisfy the validators' receipt policy counts as a failure.
+func (s *Service) publishFrom(ctx context.Context, h *held, from uint64) ([]Receipt, error) {
+	stmts := h.chain.Statements()
+	key := chain.DeriveAccountKey(stmts[0].Encode())
+	var out []Receipt
+	for seq := from; seq < h.acct.Length; seq++ {
+		if h.rec.receiptFor(seq) != nil {
+			continue
+		}
+		r := chain.Record{Account: key, Seq: seq, Body: stmts[seq].Encode()}
+		pctx, cancel := context.WithTimeout(ctx, s.lim.PublishTimeout)
+		rc, err := s.cfg.Publisher.Publish(pctx, r)
+		cancel()
+		if err == nil && s.cfg.Validator.Receipts != nil {
+			_, err = s.cfg.Validator.Receipts.Verify(rc, r)
+		}
+		if err != nil {
+			s.m.publishFailures.Inc()
+			return out, fmt.Errorf("%w: publish statement %d: %v", ErrUnavailable, seq, err)
+		}
+		out = append(out, Receipt{Seq: seq, Body: rc.Marshal()})
+	}
+	return out, nil
+}
+
 // store puts h under its account key, every device key and its username key.
 // The account key must succeed; the index keys are best effort (republish
 // retries them).
 func (s *Service) store(ctx context.Context, h *held) error {
 	ctx, cancel := context.WithTimeout(ctx, s.lim.PutTimeout)
 	defer cancel()
-	if err := s.cfg.Router.PutValue(ctx, AccountKey(h.acct.ID), h.raw); err != nil {
+	if err := s.cfg.Router.PutValue(ctx, AccountKey(h.acct.ID), h.raw); errors.Is(err, kb.ErrLookupFailure) {
+		// A node alone: kad-dht keeps the record locally before it looks
+		// for peers, serves it from there once peers come, and the held
+		// copy is republished.
+		s.log.Warn("no peer to store the record on yet; kept locally", "account", h.acct.ID.String())
+		return nil
+	} else if err != nil {
 		return storeFailure(err)
 	}
 	for _, d := range h.acct.Devices {

@@ -65,6 +65,9 @@ type Config struct {
 	Delivery DeliverySettings
 	// Mailbox configures the mailbox service (limits, clock).
 	Mailbox MailboxSettings
+	// Chain configures the node's key publication log, its witness, the
+	// receipt quorum and anchoring (see ChainSettings).
+	Chain ChainSettings
 	// ConnectionGater, when set, may refuse connections to and from peers
 	// (an operator's block list; tests use it to partition a swarm).
 	ConnectionGater connmgr.ConnectionGater
@@ -154,6 +157,7 @@ func (c Config) withDefaults() Config {
 	if c.ShutdownTimeout == 0 {
 		c.ShutdownTimeout = 5 * time.Second
 	}
+	c.Chain = c.Chain.withDefaults()
 	return c
 }
 
@@ -161,6 +165,7 @@ func (c Config) withDefaults() Config {
 type parsed struct {
 	listen    []multiaddr.Multiaddr
 	bootstrap []peer.AddrInfo
+	witnesses []peer.ID
 }
 
 // validate checks a defaulted Config and parses its addresses. Its errors
@@ -210,5 +215,10 @@ func (c Config) validate() (parsed, error) {
 	if c.ShutdownTimeout < 0 {
 		return p, bad("shutdown_timeout", "must not be negative")
 	}
+	w, err := c.Chain.validate()
+	if err != nil {
+		return p, bad("chain", "%v", err)
+	}
+	p.witnesses = w
 	return p, nil
 }

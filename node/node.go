@@ -74,6 +74,10 @@ type Node struct {
 	dir    *keyregistry.Service
 	deliv  *delivery
 	mbox   *mailbox.Service
+	chain  *chainParts // nil without a log of the node's own
+	// receipts verifies directory receipts; nil when the configuration
+	// brings its own publisher or verifier.
+	receipts *GridReceipts
 
 	// ctx lives until Close; the node's goroutines and pubsub run under it.
 	ctx    context.Context
@@ -99,6 +103,9 @@ func New(ctx context.Context, cfg Config) (_ *Node, err error) {
 		return nil, fmt.Errorf("node: start: %w", err)
 	}
 	n := &Node{cfg: cfg, log: cfg.Logger, reg: prometheus.NewRegistry()}
+	if cfg.Directory.Publisher == nil && cfg.Directory.Validator.Receipts == nil {
+		n.receipts = newGridReceipts(cfg.Chain.WitnessQuorum, p.witnesses)
+	}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	// On any failure below, close what was opened, in reverse order.
 	defer func() {
@@ -129,7 +136,7 @@ func New(ctx context.Context, cfg Config) (_ *Node, err error) {
 	n.dht, err = dht.New(n.host, dht.Config{
 		ProtocolPrefix: protocol.ID(cfg.ProtocolPrefix),
 		Datastore:      namespace.Wrap(n.store, ds.NewKey(dhtNamespace)),
-		Validators:     withPresenceValidator(withDirectoryValidators(cfg.Validators, cfg.Directory.Validator), cfg.Delivery),
+		Validators:     withPresenceValidator(withDirectoryValidators(cfg.Validators, n.directoryValidator()), cfg.Delivery),
 		MaxValueSize:   cfg.MaxRecordSize,
 		BootstrapPeers: p.bootstrap,
 		Logger:         n.log.With("part", "dht"),
@@ -163,6 +170,11 @@ func New(ctx context.Context, cfg Config) (_ *Node, err error) {
 	// after the grid's parts they use and before the gateway starts, so that
 	// they can add their routes to it with n.gw.Handle; Close stops them
 	// after the gateway (no new requests) and before the grid.
+	if cfg.Directory.Publisher == nil && cfg.DataDir != "" {
+		if err := n.startChain(); err != nil {
+			return nil, err
+		}
+	}
 	if err := n.startDirectory(); err != nil {
 		return nil, err
 	}
@@ -304,6 +316,9 @@ func (n *Node) Close() error {
 		}
 		if n.dir != nil {
 			errs = append(errs, n.dir.Close())
+		}
+		if n.chain != nil {
+			errs = append(errs, n.chain.close())
 		}
 		// Cancelling ctx stops gossipsub and the bootstrap goroutine.
 		n.cancel()
