@@ -74,9 +74,10 @@ func (s *Service) fetch(ctx context.Context, key string) (*held, error) {
 func (s *Service) adopt(h *held, source string) *held {
 	insert := source != "gossip"
 	id := h.acct.ID
-	var out *held
+	var out, prev *held
 	var rel e2ee.Relation
 	s.accounts.update(id, func(old *held, had bool) (*held, bool) {
+		prev = old
 		if !had {
 			if !insert {
 				return nil, false
@@ -108,9 +109,11 @@ func (s *Service) adopt(h *held, source string) *held {
 	if out == nil {
 		// Not cached here; a held copy still moves forward.
 		s.advanceHeld(h)
+		s.notifyRevoked(nil, h)
 		return h
 	}
 	if out == h {
+		s.notifyRevoked(prev, h)
 		for _, d := range h.acct.Devices {
 			s.devices.update(d.ID, func(e2ee.AccountID, bool) (e2ee.AccountID, bool) { return id, true })
 		}
@@ -122,6 +125,25 @@ func (s *Service) adopt(h *held, source string) *held {
 		}
 	}
 	return out
+}
+
+// notifyRevoked calls OnRevoked with every device h revokes that old (nil
+// if unknown) did not.
+func (s *Service) notifyRevoked(old, h *held) {
+	if s.cfg.OnRevoked == nil || (old != nil && old.state.Seq == h.state.Seq) {
+		return
+	}
+	for _, d := range h.acct.Devices {
+		if !d.Revoked {
+			continue
+		}
+		if old != nil {
+			if od, ok := old.acct.Device(d.ID); ok && od.Revoked {
+				continue
+			}
+		}
+		s.cfg.OnRevoked(d.ID)
+	}
 }
 
 // latest returns the newest record of an account the grid and this node

@@ -139,6 +139,13 @@ type Config struct {
 	// statement is published again every Limits.ReceiptRetryInterval until
 	// its receipt is added (UpgradeReceipts).
 	Publisher Publisher
+	// OnRevoked, if set, is called with every device that an accepted chain
+	// revokes: a local update, a gossiped announcement (even of an account
+	// this node does not cache) or a lookup that brings a newer chain. It
+	// may be called more than once for one device (a node that first sees
+	// an account learns all its past revocations). It runs on the
+	// directory's goroutines and must not block for long.
+	OnRevoked func(e2ee.DeviceID)
 	// GatewayID is what registration proofs are bound to: this node's peer
 	// ID in binary form. Required.
 	GatewayID []byte

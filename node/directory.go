@@ -8,7 +8,9 @@ import (
 	"github.com/ipfs/go-datastore/namespace"
 	record "github.com/libp2p/go-libp2p-record"
 
+	"github.com/iagon/gridchat/e2ee"
 	"github.com/iagon/gridchat/keyregistry"
+	"github.com/iagon/gridchat/wire"
 )
 
 // directoryNamespace is the datastore namespace of the key directory.
@@ -31,7 +33,9 @@ func withDirectoryValidators(extra map[string]record.Validator, vc keyregistry.V
 
 // startDirectory starts the key directory and adds its HTTP routes. Unless
 // the configuration names a publisher, a node with a data directory hands
-// every accepted statement to its own key publication log (startChain).
+// every accepted statement to its own key publication log (startChain), and
+// every device the directory learns was revoked loses its mailbox on this
+// node and its connections here (revoked).
 func (n *Node) startDirectory() error {
 	d := n.cfg.Directory
 	if d.Publisher == nil && n.chain != nil {
@@ -42,6 +46,7 @@ func (n *Node) startDirectory() error {
 		Datastore:  namespace.Wrap(n.store, ds.NewKey(directoryNamespace)),
 		PubSub:     n.pubsub,
 		Publisher:  d.Publisher,
+		OnRevoked:  n.revoked,
 		GatewayID:  []byte(n.host.ID()),
 		Validator:  n.directoryValidator(),
 		Limits:     d.Limits,
@@ -76,4 +81,40 @@ func (n *Node) registerDirectoryOps() error {
 		return fmt.Errorf("node: %w", err)
 	}
 	return nil
+}
+
+// revocationQueue bounds the revocations waiting for the node to act on them.
+const revocationQueue = 1024
+
+// revoked is the directory's OnRevoked hook: it queues dev for
+// revocationLoop, so the directory's gossip loop never waits on the mailbox
+// store, and revocations learnt while the node starts are acted on once its
+// services run.
+func (n *Node) revoked(dev e2ee.DeviceID) {
+	select {
+	case n.revocations <- dev:
+	default:
+		// The mailbox replicas refuse the device's envelopes anyway once
+		// their own directory learns of the revocation.
+		n.log.Warn("revocation queue full; mailbox kept until the next announcement", "device", dev.String())
+	}
+}
+
+// revocationLoop drops each revoked device's mailbox on this node and cuts
+// its WebSocket connections here, until the node closes.
+func (n *Node) revocationLoop() {
+	for {
+		select {
+		case <-n.ctx.Done():
+			return
+		case dev := <-n.revocations:
+			id := wire.DeviceID(dev)
+			if err := n.mbox.Revoke(n.ctx, id); err != nil && n.ctx.Err() == nil {
+				n.log.Warn("drop revoked device's mailbox", "device", dev.String(), "err", err)
+			}
+			if k := n.deliv.hub.Disconnect(id, "device revoked"); k > 0 {
+				n.log.Info("disconnected revoked device", "device", dev.String(), "connections", k)
+			}
+		}
+	}
 }

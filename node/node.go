@@ -37,6 +37,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/iagon/gridchat/dht"
+	"github.com/iagon/gridchat/e2ee"
 	"github.com/iagon/gridchat/gateway"
 	"github.com/iagon/gridchat/keyregistry"
 	"github.com/iagon/gridchat/relay/mailbox"
@@ -78,6 +79,9 @@ type Node struct {
 	// receipts verifies directory receipts; nil when the configuration
 	// brings its own publisher or verifier.
 	receipts *GridReceipts
+	// revocations carries the devices the directory learnt were revoked
+	// to revocationLoop.
+	revocations chan e2ee.DeviceID
 
 	// ctx lives until Close; the node's goroutines and pubsub run under it.
 	ctx    context.Context
@@ -102,7 +106,8 @@ func New(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("node: start: %w", err)
 	}
-	n := &Node{cfg: cfg, log: cfg.Logger, reg: prometheus.NewRegistry()}
+	n := &Node{cfg: cfg, log: cfg.Logger, reg: prometheus.NewRegistry(),
+		revocations: make(chan e2ee.DeviceID, revocationQueue)}
 	if cfg.Directory.Publisher == nil && cfg.Directory.Validator.Receipts == nil {
 		n.receipts = newGridReceipts(cfg.Chain.WitnessQuorum, p.witnesses)
 	}
@@ -190,6 +195,7 @@ func New(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if err := n.registerDirectoryOps(); err != nil {
 		return nil, err
 	}
+	n.wg.Go(n.revocationLoop)
 
 	if err := n.gw.Start(); err != nil {
 		return nil, fmt.Errorf("node: %w", err)
