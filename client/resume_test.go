@@ -31,7 +31,7 @@ func countEvents(c *client.Client, conv e2ee.ConversationID, counts map[string]i
 // Issue 14, acceptance 5: a client that moves to another gateway in the middle of a stream ends with every
 // message, and the application never sees one twice.
 func TestReconnectToAnotherGatewayMidStreamLosesAndRepeatsNothing(t *testing.T) {
-	const n = 200
+	const n = 100
 	g := newGrid(t, 3)
 	alice := g.register("alice", 0)
 	bobCfg := g.config(1)
