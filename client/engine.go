@@ -70,6 +70,18 @@ type engine struct {
 	sendMu sync.Mutex // serialises sends so one device's envelopes leave in number order
 	asked  map[string]time.Time
 	served map[e2ee.DeviceID][]time.Time
+	// batchEvents, while a receive batch is being written (under mu), collects its events so they reach the
+	// application only once the batch is committed.
+	batchEvents *[]Event
+}
+
+// emit hands ev to the application: after the current receive batch commits, or now outside one.
+func (e *engine) emit(ev Event) {
+	if e.batchEvents != nil {
+		*e.batchEvents = append(*e.batchEvents, ev)
+		return
+	}
+	e.ev.push(ev)
 }
 
 // --- conversations -------------------------------------------------------------------------------------
@@ -699,7 +711,9 @@ func (e *engine) retryPending(ctx context.Context, key string) {
 // saveReceiverSeen stores the advanced receiver state, the message ID as seen and whatever apply adds, in one
 // atomic batch.
 func (e *engine) saveReceiverSeen(rkey string, rcv *e2ee.Receiver, idKey string, apply func(b *store.Batch) error) error {
-	return e.st.Update(func(b *store.Batch) error {
+	var evs []Event
+	e.batchEvents = &evs
+	err := e.st.Update(func(b *store.Batch) error {
 		b.Put(bucketReceivers, rkey, rcv.Encode())
 		b.Put(bucketSeen, idKey, fmt.Appendf(nil, "%d", e.cfg.now().UnixMilli()))
 		if apply != nil {
@@ -707,6 +721,14 @@ func (e *engine) saveReceiverSeen(rkey string, rcv *e2ee.Receiver, idKey string,
 		}
 		return nil
 	})
+	e.batchEvents = nil
+	if err != nil {
+		return err
+	}
+	for _, ev := range evs {
+		e.ev.push(ev)
+	}
+	return nil
 }
 
 // admit checks that the sender may speak in the conversation (creating it when this is its first message)
@@ -773,7 +795,7 @@ func (e *engine) admit(ctx context.Context, conv e2ee.ConversationID, sender *e2
 			if err := e.putMessage(b, conv, sender.Account, from, p, now); err != nil {
 				return err
 			}
-			e.ev.push(&MessageEvent{Message: e.toMessage(conv, sender.Account, from, p, now)})
+			e.emit(&MessageEvent{Message: e.toMessage(conv, sender.Account, from, p, now)})
 		case p.Type == PayloadResendRequest:
 			if !known {
 				return nil
@@ -879,7 +901,7 @@ func (e *engine) track(b *store.Batch, conv e2ee.ConversationID, from e2ee.Devic
 		}
 		t.Missing = append(t.Missing, gap...)
 		t.Max = p.Seq
-		e.ev.push(&GapEvent{Conversation: conv, SenderDevice: from, Reason: GapMissing, Count: len(gap), Seqs: gap})
+		e.emit(&GapEvent{Conversation: conv, SenderDevice: from, Reason: GapMissing, Count: len(gap), Seqs: gap})
 		e.requestResend(conv, from, gap, 0)
 	default:
 		t.Max = p.Seq
