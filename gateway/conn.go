@@ -20,6 +20,7 @@ import (
 type conn struct {
 	hub *Hub
 	ws  *websocket.Conn
+	bc  *batchConn // the connection under ws, whose writes the writer coalesces (nil: frame by frame)
 	id  string
 
 	ctx    context.Context // cancelled when the connection ends
@@ -262,42 +263,79 @@ func (c *conn) enqueue(frame []byte) bool {
 	}
 }
 
-// writeLoop writes queued frames in order. When the connection is closed it writes what is still queued
-// (unless the client is a slow consumer), then the close frame, and only then cancels the connection's context,
-// so an error frame that explains a close reaches the client before the close.
+// writeLoop writes queued frames in order, coalescing whatever is queued into one write to the socket. When
+// the connection is closed it writes what is still queued (unless the client is a slow consumer), then the close
+// frame, and only then cancels the connection's context, so an error frame that explains a close reaches the
+// client before the close.
 func (c *conn) writeLoop() {
 	defer c.wg.Done()
 	defer c.cancel()
-	write := func(f []byte) error {
-		c.hub.metrics.queueDepth.Dec()
-		ctx, cancel := context.WithTimeout(c.ctx, c.hub.lim.WriteTimeout)
-		defer cancel()
-		return c.ws.Write(ctx, websocket.MessageText, f)
-	}
 	for {
 		select {
 		case <-c.closeReq:
-			if c.ctx.Err() == nil {
-			drain:
-				for {
-					select {
-					case f := <-c.send:
-						if write(f) != nil {
-							break drain
-						}
-					default:
+		drain:
+			for c.ctx.Err() == nil {
+				select {
+				case f := <-c.send:
+					if c.writeBatch(f) != nil {
 						break drain
 					}
+				default:
+					break drain
 				}
 			}
 			_ = c.ws.Close(c.closeCode, c.closeReason)
 			return
 		case f := <-c.send:
-			if err := write(f); err != nil {
+			if err := c.writeBatch(f); err != nil {
 				c.close(websocket.StatusGoingAway, "write failed", "write_failed")
 			}
 		}
 	}
+}
+
+// writeBatch writes f and every frame queued behind it (up to maxBatchBytes) with one write to the socket.
+func (c *conn) writeBatch(f []byte) error {
+	lim := c.hub.lim
+	if c.bc == nil {
+		for {
+			c.hub.metrics.queueDepth.Dec()
+			ctx, cancel := context.WithTimeout(c.ctx, lim.WriteTimeout)
+			err := c.ws.Write(ctx, websocket.MessageText, f)
+			cancel()
+			if err != nil {
+				return err
+			}
+			select {
+			case f = <-c.send:
+			default:
+				return nil
+			}
+		}
+	}
+	// Inside a batch the library's writes land in memory and never block, so they need no deadline of their
+	// own (a context without Done also spares a timer per frame); release bounds the one real write.
+	ctx := context.WithoutCancel(c.ctx)
+	c.bc.hold()
+	for {
+		c.hub.metrics.queueDepth.Dec()
+		if err := c.ws.Write(ctx, websocket.MessageText, f); err != nil {
+			_ = c.bc.release(c.ctx, lim.WriteTimeout)
+			return err
+		}
+		if c.bc.buffered() >= maxBatchBytes {
+			break
+		}
+		var more bool
+		select {
+		case f, more = <-c.send:
+		default:
+		}
+		if !more {
+			break
+		}
+	}
+	return c.bc.release(c.ctx, lim.WriteTimeout)
 }
 
 func (c *conn) pingLoop() {

@@ -38,7 +38,7 @@ type deliveryKey struct {
 type delivery struct {
 	done    bool
 	out     wire.Outcome
-	waiters []chan wire.Outcome
+	waiters []func(wire.Outcome)
 	timer   *time.Timer
 }
 
@@ -76,31 +76,41 @@ func (h *Hub) ConnectedDevices() int {
 // one's outcome.
 func (h *Hub) Push(env wire.Envelope) <-chan wire.Outcome {
 	ch := make(chan wire.Outcome, 1)
+	h.PushNotify(env, func(o wire.Outcome) { ch <- o })
+	return ch
+}
+
+// PushNotify is Push with a callback instead of a channel: done is called exactly once with the outcome, either
+// before PushNotify returns or later from the goroutine that settles the delivery (an acknowledgement, a
+// timer, a disconnect). done must not block.
+func (h *Hub) PushNotify(env wire.Envelope, done func(wire.Outcome)) {
 	k := deliveryKey{sender: env.Sender, msg: env.MessageID}
 	h.mu.Lock()
 	ds := h.devices[env.Recipient]
 	if ds == nil || len(ds.conns) == 0 {
 		h.mu.Unlock()
-		ch <- wire.Outcome{Status: wire.StatusOffline}
-		return ch
+		done(wire.Outcome{Status: wire.StatusOffline})
+		return
 	}
 	if d := ds.seen[k]; d != nil {
 		h.metrics.dropped.WithLabelValues("duplicate").Inc()
 		if d.done {
-			ch <- d.out
-		} else {
-			d.waiters = append(d.waiters, ch)
+			out := d.out
+			h.mu.Unlock()
+			done(out)
+			return
 		}
+		d.waiters = append(d.waiters, done)
 		h.mu.Unlock()
-		return ch
+		return
 	}
 	if len(ds.pending) >= h.lim.MaxPendingPerDevice {
 		h.mu.Unlock()
 		h.metrics.dropped.WithLabelValues("device_busy").Inc()
-		ch <- wire.Failed(wire.CodeBusy, wire.FailBusy)
-		return ch
+		done(wire.Failed(wire.CodeBusy, wire.FailBusy))
+		return
 	}
-	d := &delivery{waiters: []chan wire.Outcome{ch}}
+	d := &delivery{waiters: []func(wire.Outcome){done}}
 	ds.remember(k, d, h.lim.DedupeWindow)
 	ds.pending[k] = d
 	h.metrics.pending.Inc()
@@ -116,13 +126,12 @@ func (h *Hub) Push(env wire.Envelope) <-chan wire.Outcome {
 	})
 	if err != nil {
 		h.resolve(recipient, k, wire.Failed(wire.CodeInternal, wire.FailInternal))
-		return ch
+		return
 	}
 	h.metrics.pushes.Inc()
 	for _, c := range conns {
 		c.enqueue(frame) // a full queue closes that connection; the last one gone resolves the delivery
 	}
-	return ch
 }
 
 // resolve settles a pending delivery once.
@@ -142,12 +151,12 @@ func (h *Hub) resolve(device wire.DeviceID, k deliveryKey, out wire.Outcome) {
 	waiters := h.settle(d, out)
 	h.mu.Unlock()
 	for _, w := range waiters {
-		w <- out
+		w(out)
 	}
 }
 
 // settle marks d done with out and returns its waiters; h.mu must be held.
-func (h *Hub) settle(d *delivery, out wire.Outcome) []chan wire.Outcome {
+func (h *Hub) settle(d *delivery, out wire.Outcome) []func(wire.Outcome) {
 	d.done, d.out = true, out
 	h.metrics.pending.Dec()
 	if d.timer != nil {
@@ -197,7 +206,7 @@ func (h *Hub) attach(c *conn, dev wire.DeviceID, acct e2ee.AccountID, off *prese
 // the device's offline record is published.
 func (h *Hub) unregister(c *conn) {
 	authed, dev, acct, _ := c.identity()
-	var waiters []chan wire.Outcome
+	var waiters []func(wire.Outcome)
 	var offline *presenceRec
 	h.mu.Lock()
 	if _, ok := h.conns[c]; !ok {
@@ -233,7 +242,7 @@ func (h *Hub) unregister(c *conn) {
 	}
 	h.mu.Unlock()
 	for _, w := range waiters {
-		w <- wire.Failed(wire.CodeUnavailable, wire.FailGone)
+		w(wire.Failed(wire.CodeUnavailable, wire.FailGone))
 	}
 	if offline != nil && h.cfg.Presence != nil && h.now().Before(offline.expires) {
 		if err := h.cfg.Presence.Publish(context.Background(), offline.raw); err != nil {
@@ -350,16 +359,15 @@ func (h *Hub) opAck(_ context.Context, call *Call) (any, error) {
 	if err := wire.StrictUnmarshal(call.Body, &a); err != nil {
 		return nil, wire.Errorf(wire.CodeBadRequest, "ack body: %v", err)
 	}
-	msg, err := wire.ParseMessageID(a.MessageID)
+	senders, msgs, err := a.Entries()
 	if err != nil {
 		return nil, err
 	}
-	sender, err := wire.ParseDeviceID(a.SenderDevice)
-	if err != nil {
-		return nil, err
+	h.metrics.acks.Add(float64(len(msgs)))
+	delivered := wire.Outcome{Status: wire.StatusDelivered}
+	for i := range msgs {
+		h.resolve(call.Device, deliveryKey{sender: senders[i], msg: msgs[i]}, delivered)
 	}
-	h.metrics.acks.Inc()
-	h.resolve(call.Device, deliveryKey{sender: sender, msg: msg}, wire.Outcome{Status: wire.StatusDelivered})
 	return nil, nil
 }
 

@@ -239,7 +239,8 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rc := http.NewResponseController(w)
 	_ = rc.SetReadDeadline(time.Time{})
 	_ = rc.SetWriteDeadline(time.Time{})
-	ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{
+	bw := &batchWriter{ResponseWriter: w}
+	ws, err := websocket.Accept(bw, r, &websocket.AcceptOptions{
 		// Clients authenticate with device signatures, never with cookies, so cross-origin pages (the web client
 		// served by another node) are as safe as same-origin ones.
 		InsecureSkipVerify: true,
@@ -249,6 +250,7 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	c := newConn(h, ws)
+	c.bc = bw.bc
 	if !h.register(c) {
 		_ = ws.Close(websocket.StatusGoingAway, "shutting down")
 		return

@@ -533,7 +533,7 @@ func TestSlowConsumerIsDisconnectedNotBuffered(t *testing.T) {
 		t.Fatal("slow consumer still connected")
 	}
 	if v := metricValue(th.metrics.closed.WithLabelValues("slow_consumer")); v != 1 {
-		t.Fatalf("slow_consumer closes: %v", v)
+		t.Fatalf("slow_consumer closes: %v (write_failed %v, idle %v)", v, metricValue(th.metrics.closed.WithLabelValues("write_failed")), metricValue(th.metrics.closed.WithLabelValues("idle_timeout")))
 	}
 	if q := metricValue(th.metrics.queueDepth); q != 0 {
 		t.Fatalf("queue depth after close: %v", q)

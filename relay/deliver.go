@@ -209,19 +209,30 @@ func (l *link) close() {
 	l.wg.Wait()
 }
 
+// notifyingLocal is a Local that reports outcomes by callback (the gateway's Hub does): an inbound deliver
+// stream then needs no goroutine per envelope, and an acknowledgement goes from the device's connection to the
+// stream's writer in one hand-off.
+type notifyingLocal interface {
+	// PushNotify is Push with a callback: done is called exactly once and must not block.
+	PushNotify(env wire.Envelope, done func(Outcome))
+}
+
 // serveDeliver handles one inbound deliver stream: it reads requests, hands each to local in order, and writes
-// every outcome back as it arrives. A peer that exceeds the window, sends a malformed frame or stays silent past
-// the idle timeout loses the stream.
+// every outcome back as it arrives, coalescing what is ready into one flush. A peer that exceeds the window,
+// sends a malformed frame or stays silent past the idle timeout loses the stream.
+//
+// A window slot (a token in sem) is taken when a request is read and given back when its result is written, so
+// at most Window results are ever queued: the outcome callbacks never block.
 func (s *Service) serveDeliver(st network.Stream) {
 	defer s.wg.Done()
 	lim := s.lim
 	remote := st.Conn().RemotePeer()
 	results := make(chan deliverRes, lim.Window)
-	var inflight sync.WaitGroup
+	sem := make(chan struct{}, lim.Window)
 	done := make(chan struct{})
 	writerDone := make(chan struct{})
 
-	go func() { // the writer: owned here, stopped by closing done after every in-flight waiter returned
+	go func() { // the writer: owned here, stopped by closing done once every slot is back (or on close)
 		defer close(writerDone)
 		w := bufio.NewWriterSize(st, 16<<10)
 		broken := false
@@ -231,12 +242,15 @@ func (s *Service) serveDeliver(st network.Stream) {
 				return
 			case r := <-results:
 				if broken {
+					<-sem
 					continue
 				}
 				_ = st.SetWriteDeadline(time.Now().Add(lim.WriteTimeout))
 				err := writeResult(w, r)
+				<-sem
 				for err == nil && len(results) > 0 {
 					err = writeResult(w, <-results)
+					<-sem
 				}
 				if err == nil {
 					err = w.Flush()
@@ -249,7 +263,8 @@ func (s *Service) serveDeliver(st network.Stream) {
 		}
 	}()
 
-	sem := make(chan struct{}, lim.Window)
+	notify, hasNotify := s.local.(notifyingLocal)
+	var waiters sync.WaitGroup // goroutines waiting on a plain Local's outcome channels
 	r := bufio.NewReaderSize(st, 64<<10)
 	var buf []byte
 	var readErr error
@@ -275,20 +290,23 @@ func (s *Service) serveDeliver(st network.Stream) {
 			break
 		}
 		s.metrics.inbound.Inc()
+		id := req.id
+		if hasNotify {
+			notify.PushNotify(req.env, func(out Outcome) { results <- deliverRes{id: id, out: out} })
+			continue
+		}
 		ch := s.local.Push(req.env)
-		inflight.Add(1)
-		go func(id uint64) {
-			defer inflight.Done()
+		waiters.Add(1)
+		go func() {
+			defer waiters.Done()
 			var out Outcome
 			select {
 			case out = <-ch:
 			case <-s.closing:
 				out = failed(wire.CodeUnavailable, wire.FailUnreachable)
 			}
-			// Free the window slot before the result can reach the peer, which may then send its next request.
-			<-sem
 			results <- deliverRes{id: id, out: out}
-		}(req.id)
+		}()
 	}
 	if readErr != nil && !errors.Is(readErr, io.EOF) {
 		if errors.Is(readErr, errFrame) {
@@ -297,7 +315,17 @@ func (s *Service) serveDeliver(st network.Stream) {
 			_ = st.Reset()
 		}
 	}
-	inflight.Wait()
+	// Wait until every result is written (all slots back), unless the service closes first; callbacks that
+	// come later still find room in results, which nobody reads any more.
+fill:
+	for range lim.Window {
+		select {
+		case sem <- struct{}{}:
+		case <-s.closing:
+			break fill
+		}
+	}
+	waiters.Wait()
 	close(done)
 	<-writerDone
 	_ = st.Close()

@@ -9,7 +9,7 @@ const (
 	OpAuth     = "auth"     // authenticate the connection as a device (AuthRequest → AuthResponse)
 	OpPresence = "presence" // replace the connection's presence records (PresenceUpdate → {})
 	OpSend     = "send"     // send one envelope to devices (SendRequest → SendResponse)
-	OpAck      = "ack"      // acknowledge a received envelope (Ack → {})
+	OpAck      = "ack"      // acknowledge received envelopes, one or a batch (Ack → {})
 	OpPing     = "ping"     // application-level liveness check ({} → {})
 
 	PushHello    = "hello"    // first frame on every connection (Hello)
@@ -141,10 +141,50 @@ type EnvelopePush struct {
 	Ciphertext   []byte `json:"ciphertext"`
 }
 
-// Ack is the body of the "ack" operation: the client has the envelope and the grid may forget it.
+// Ack is the body of the "ack" operation: the client has the envelope and the grid may forget it. It names one
+// envelope by MessageID and SenderDevice, or, instead, up to MaxAcks envelopes in Acks (one frame for a batch).
 type Ack struct {
+	MessageID    []byte     `json:"message_id,omitempty"`
+	SenderDevice []byte     `json:"sender_device,omitempty"`
+	Acks         []AckEntry `json:"acks,omitempty"`
+}
+
+// AckEntry names one acknowledged envelope in a batched Ack.
+type AckEntry struct {
 	MessageID    []byte `json:"message_id"`
 	SenderDevice []byte `json:"sender_device"`
+}
+
+// MaxAcks is the most envelopes one batched "ack" may acknowledge.
+const MaxAcks = 1024
+
+// Entries validates an Ack and returns the envelopes it acknowledges, as (sender, message) pairs: exactly one of
+// the single form and a non-empty Acks of at most MaxAcks entries.
+func (a *Ack) Entries() ([]DeviceID, []MessageID, error) {
+	single := a.MessageID != nil || a.SenderDevice != nil
+	switch {
+	case single && len(a.Acks) > 0:
+		return nil, nil, Errorf(CodeBadRequest, "ack has both message_id and acks")
+	case len(a.Acks) > MaxAcks:
+		return nil, nil, Errorf(CodeTooLarge, "%d acks exceed %d", len(a.Acks), MaxAcks)
+	case !single && len(a.Acks) == 0:
+		return nil, nil, Errorf(CodeBadRequest, "ack names no envelope")
+	}
+	list := a.Acks
+	if single {
+		list = []AckEntry{{MessageID: a.MessageID, SenderDevice: a.SenderDevice}}
+	}
+	senders, msgs := make([]DeviceID, len(list)), make([]MessageID, len(list))
+	for i, e := range list {
+		var err error
+		if msgs[i], err = ParseMessageID(e.MessageID); err != nil {
+			return nil, nil, fmt.Errorf("ack %d: %w", i, err)
+		}
+		if senders[i], err = ParseDeviceID(e.SenderDevice); err != nil {
+			return nil, nil, fmt.Errorf("ack %d: %w", i, err)
+		}
+	}
+	return senders, msgs, nil
 }
 
 // Envelope is one message on its way to one device, as nodes pass it between them.

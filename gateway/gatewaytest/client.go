@@ -307,6 +307,16 @@ func (c *Client) Ack(ctx context.Context, e wire.EnvelopePush) error {
 	return err
 }
 
+// AckMany acknowledges envelopes with one batched "ack" frame, without waiting for the response.
+func (c *Client) AckMany(ctx context.Context, envs ...wire.EnvelopePush) error {
+	a := wire.Ack{Acks: make([]wire.AckEntry, len(envs))}
+	for i, e := range envs {
+		a.Acks[i] = wire.AckEntry{MessageID: e.MessageID, SenderDevice: e.SenderDevice}
+	}
+	_, err := c.Start(ctx, wire.OpAck, a)
+	return err
+}
+
 // Close closes the connection normally and waits for the reader.
 func (c *Client) Close() {
 	// Drain pushes so a reader blocked on a full queue can see the end.
