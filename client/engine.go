@@ -273,8 +273,10 @@ func (e *engine) send(ctx context.Context, conv e2ee.ConversationID, p *payload,
 	if err != nil {
 		return 0, err
 	}
-	if n, err := e.safetyNumber(states); err == nil {
-		e.recordSafety(conv, n)
+	if r.Safety == "" { // the first number is the baseline later changes are reported against
+		if n, err := e.safetyNumber(states); err == nil {
+			e.recordSafety(conv, n)
+		}
 	}
 	var devices []e2ee.DevicePublic
 	for _, s := range states {

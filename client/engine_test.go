@@ -106,7 +106,7 @@ func (n *memNet) send(_ context.Context, id wire.MessageID, ct []byte, to []e2ee
 }
 
 type device struct {
-	t     *testing.T
+	t     testing.TB
 	net   *memNet
 	keys  *e2ee.DeviceKeys
 	eng   *engine
@@ -132,7 +132,7 @@ func (tr devTransport) send(_ context.Context, id wire.MessageID, ct []byte, to 
 	return out, nil
 }
 
-func newDevice(t *testing.T, net *memNet, keys *e2ee.DeviceKeys, account e2ee.AccountID, policy e2ee.RenewalPolicy) *device {
+func newDevice(t testing.TB, net *memNet, keys *e2ee.DeviceKeys, account e2ee.AccountID, policy e2ee.RenewalPolicy) *device {
 	t.Helper()
 	k := make([]byte, store.KeySize)
 	rand.Read(k)
@@ -182,6 +182,21 @@ func newAccount(t *testing.T, net *memNet, name string, policy e2ee.RenewalPolic
 	}
 	net.publish(c)
 	return newDevice(t, net, dk, c.AccountID(), policy), c
+}
+
+func newBenchAccount(t testing.TB, net *memNet, name string) (*device, *e2ee.Chain) {
+	dk, err := e2ee.NewDeviceKeys(time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := e2ee.NewAccount(dk, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	net.publish(c)
+	d := newDevice(t, net, dk, c.AccountID(), e2ee.RenewalPolicy{})
+	d.eng.accts.ttl = time.Hour // a cached directory, as in a running client
+	return d, c
 }
 
 // linkDevice adds a device to an account whose chain is c, signed by signer.
