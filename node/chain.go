@@ -68,6 +68,9 @@ type ChainSettings struct {
 	MaxWitnesses int
 	// WitnessTimeout bounds one witness request. Default 5 s.
 	WitnessTimeout time.Duration
+	// Anchor configures anchoring of checkpoints on Cardano; disabled by
+	// default.
+	Anchor AnchorSettings
 }
 
 func (c ChainSettings) withDefaults() ChainSettings {
@@ -80,6 +83,7 @@ func (c ChainSettings) withDefaults() ChainSettings {
 	if c.WitnessTimeout == 0 {
 		c.WitnessTimeout = 5 * time.Second
 	}
+	c.Anchor = c.Anchor.withDefaults()
 	return c
 }
 
@@ -99,19 +103,23 @@ func (c ChainSettings) validate() ([]peer.ID, error) {
 	if len(ids) > 0 && len(ids) < c.WitnessQuorum {
 		return nil, fmt.Errorf("witnesses: %d listed, fewer than the quorum %d", len(ids), c.WitnessQuorum)
 	}
-	return ids, nil
+	return ids, c.Anchor.validate()
 }
 
 // chainParts are the node's log, witness and anchor runner.
 type chainParts struct {
 	log     *tlog.Log
 	witness *witness.Witness
+	anchor  *anchorRunner // nil unless anchoring is on
 }
 
-// close stops the log (which waits for queued entries)
+// close stops the anchor runner, the log (which waits for queued entries)
 // and the witness.
 func (c *chainParts) close() error {
 	var errs []error
+	if c.anchor != nil {
+		c.anchor.close()
+	}
 	if c.log != nil {
 		errs = append(errs, c.log.Close())
 	}
@@ -194,6 +202,9 @@ func (n *Node) startChain() error {
 	}
 	if err := n.gw.Handle("GET "+CheckpointPath, checkpointHandler(c.log)); err != nil {
 		return fmt.Errorf("node: %w", err)
+	}
+	if c.anchor, err = n.startAnchor(c.log); err != nil {
+		return err
 	}
 	return nil
 }

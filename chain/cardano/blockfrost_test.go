@@ -27,7 +27,7 @@ func blockfrostFront(t *testing.T, n *testNode) *httptest.Server {
 			http.Error(w, err.Error(), http.StatusBadRequest)
 			return
 		}
-		if err := n.submit(ledger.EraIdConway, raw); err != nil {
+		if err := n.Submit(ledger.EraIdConway, raw); err != nil {
 			http.Error(w, err.Error(), http.StatusBadRequest)
 			return
 		}
@@ -44,18 +44,18 @@ func TestBlockfrostSubmitterAnchorsAndReportsRejections(t *testing.T) {
 	srv := blockfrostFront(t, n)
 	a := newTestAnchorer(t, n, view)
 	a.cfg.Submitter = &HTTPSubmitter{BaseURL: srv.URL + "/api/v0", ProjectID: "preprodTEST"}
-	n.fund(a.Address(), 20_000_000, 1)
+	n.Fund(a.Address(), 20_000_000, 1)
 	signed, cp := publishedCheckpoint(t)
 	ref, err := a.Anchor(context.Background(), signed)
 	if err != nil {
 		t.Fatal(err)
 	}
-	got, err := ParseMetadata(n.accepted[ref.TxID].Metadata())
+	got, err := ParseMetadata(mustAccepted(t, n, ref.TxID).Metadata())
 	if err != nil || got.Root != cp.Root {
 		t.Fatalf("anchored %+v: %v", got, err)
 	}
 	// The same transaction again spends spent inputs.
-	raw := n.accepted[ref.TxID].Cbor()
+	raw := mustAccepted(t, n, ref.TxID).Cbor()
 	if len(raw) == 0 {
 		t.Fatal("no stored CBOR")
 	}

@@ -55,7 +55,7 @@ func newTestAnchorer(t *testing.T, n *testNode, view *wallet) *Anchorer {
 	t.Helper()
 	a, err := New(Config{
 		ChainContext: view,
-		Submitter:    &SocketSubmitter{Path: n.socket, NetworkMagic: testMagic},
+		Submitter:    &SocketSubmitter{Path: n.Socket(), NetworkMagic: testMagic},
 		Key:          ed25519.NewKeyFromSeed(bytes.Repeat([]byte{7}, 32)),
 		Chain:        "cardano:test",
 	})
@@ -69,16 +69,14 @@ func TestAnchorTransactionIsAcceptedAndMetadataHoldsCheckpointRoot(t *testing.T)
 	n := newTestNode(t)
 	view := newWalletView(n)
 	a := newTestAnchorer(t, n, view)
-	n.fund(a.Address(), 20_000_000, 1)
+	n.Fund(a.Address(), 20_000_000, 1)
 	signed, cp := publishedCheckpoint(t)
 
 	ref, err := a.Anchor(context.Background(), signed)
 	if err != nil {
-		t.Fatalf("anchor: %v (node rejections: %v)", err, n.rejected)
+		t.Fatalf("anchor: %v (node rejections: %v)", err, n.Rejected())
 	}
-	n.mu.Lock()
-	tx, ok := n.accepted[ref.TxID]
-	n.mu.Unlock()
+	tx, ok := n.Accepted(ref.TxID)
 	if !ok {
 		t.Fatalf("node did not apply tx %s", ref.TxID)
 	}
@@ -96,8 +94,8 @@ func TestAnchorTransactionIsAcceptedAndMetadataHoldsCheckpointRoot(t *testing.T)
 	if _, err := a.Anchor(context.Background(), signed); err != nil {
 		t.Fatalf("second anchor from change: %v", err)
 	}
-	if len(n.accepted) != 2 {
-		t.Fatalf("%d transactions applied, want 2", len(n.accepted))
+	if n.AcceptedCount() != 2 {
+		t.Fatalf("%d transactions applied, want 2", n.AcceptedCount())
 	}
 }
 
@@ -105,9 +103,9 @@ func TestNodeRefusesUnsignedUnderfundedExpiredAndDoubleSpentAnchors(t *testing.T
 	n := newTestNode(t)
 	view := newWalletView(n)
 	a := newTestAnchorer(t, n, view)
-	funded := n.fund(a.Address(), 20_000_000, 1)
+	funded := n.Fund(a.Address(), 20_000_000, 1)
 	signed, cp := publishedCheckpoint(t)
-	sub := &SocketSubmitter{Path: n.socket, NetworkMagic: testMagic}
+	sub := &SocketSubmitter{Path: n.Socket(), NetworkMagic: testMagic}
 	ctx := context.Background()
 
 	t.Run("unsigned", func(t *testing.T) {
@@ -143,8 +141,8 @@ func TestNodeRefusesUnsignedUnderfundedExpiredAndDoubleSpentAnchors(t *testing.T
 		// The wallet believes its UTxO holds 50 ADA; the ledger knows 20.
 		inflated := common.Utxo{Id: funded.Id, Output: babbage.BabbageTransactionOutput{
 			OutputAddress: a.Address(), OutputAmount: mary.MaryTransactionOutputValue{Amount: 50_000_000}}}
-		view.override = []common.Utxo{inflated}
-		defer func() { view.override = nil }()
+		view.Override([]common.Utxo{inflated})
+		defer view.Override(nil)
 		b, err := apollo.New(view).SetWallet(a.wallet).AddLoadedUTxOs(inflated).
 			PayToAddress(a.Address(), 40_000_000).SetShelleyMetadata(Metadata(cp, signed)).
 			SetValidityStart(1000).SetTtl(2000).Complete()
@@ -165,17 +163,15 @@ func TestNodeRefusesUnsignedUnderfundedExpiredAndDoubleSpentAnchors(t *testing.T
 		if err != nil {
 			t.Fatal(err)
 		}
-		n.mu.Lock()
-		n.slot += 10_000
-		n.mu.Unlock()
-		defer func() { n.mu.Lock(); n.slot -= 10_000; n.mu.Unlock() }()
+		n.AdvanceSlot(10_000)
+		defer n.AdvanceSlot(-10_000)
 		if err := sub.Submit(ctx, raw); !errors.Is(err, ErrRejected) {
 			t.Fatalf("expired anchor: %v", err)
 		}
 		lastRejection(t, n, "expired")
 	})
-	if len(n.accepted) != 0 {
-		t.Fatalf("node applied %d bad transactions", len(n.accepted))
+	if n.AcceptedCount() != 0 {
+		t.Fatalf("node applied %d bad transactions", n.AcceptedCount())
 	}
 
 	t.Run("double spend", func(t *testing.T) {
@@ -186,7 +182,7 @@ func TestNodeRefusesUnsignedUnderfundedExpiredAndDoubleSpentAnchors(t *testing.T
 		if err := sub.Submit(ctx, raw); err != nil {
 			t.Fatalf("valid anchor: %v", err)
 		}
-		if _, ok := n.accepted[hex.EncodeToString(id.Bytes())]; !ok {
+		if _, ok := n.Accepted(hex.EncodeToString(id.Bytes())); !ok {
 			t.Fatal("valid anchor not applied")
 		}
 		if err := sub.Submit(ctx, raw); !errors.Is(err, ErrRejected) {
@@ -200,12 +196,11 @@ func TestNodeRefusesUnsignedUnderfundedExpiredAndDoubleSpentAnchors(t *testing.T
 // expected ledger rule.
 func lastRejection(t *testing.T, n *testNode, want string) {
 	t.Helper()
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if len(n.rejected) == 0 {
+	rejected := n.Rejected()
+	if len(rejected) == 0 {
 		t.Fatal("no rejection recorded")
 	}
-	if got := n.rejected[len(n.rejected)-1].Error(); !strings.Contains(strings.ToLower(got), want) {
+	if got := rejected[len(rejected)-1].Error(); !strings.Contains(strings.ToLower(got), want) {
 		t.Fatalf("rejected for %q, want %q", got, want)
 	}
 }

@@ -16,13 +16,13 @@ import (
 func TestAnchorMetadataRoundTripsThroughCBOR(t *testing.T) {
 	n := newTestNode(t)
 	a := newTestAnchorer(t, n, newWalletView(n))
-	n.fund(a.Address(), 20_000_000, 1)
+	n.Fund(a.Address(), 20_000_000, 1)
 	signed, cp := publishedCheckpoint(t)
 	ref, err := a.Anchor(context.Background(), signed)
 	if err != nil {
 		t.Fatal(err)
 	}
-	raw, err := cbor.Encode(n.accepted[ref.TxID].Metadata())
+	raw, err := cbor.Encode(mustAccepted(t, n, ref.TxID).Metadata())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -44,7 +44,7 @@ func TestAnchorMetadataRoundTripsThroughCBOR(t *testing.T) {
 func TestRunAnchorsEachNewCheckpointOnce(t *testing.T) {
 	n := newTestNode(t)
 	a := newTestAnchorer(t, n, newWalletView(n))
-	n.fund(a.Address(), 50_000_000, 1)
+	n.Fund(a.Address(), 50_000_000, 1)
 	h := openLog(t)
 	ticks := make(chan time.Time) // unbuffered: a send returns once Run took the tick
 	refs := make(chan chain.AnchorRef, 4)
@@ -60,10 +60,10 @@ func TestRunAnchorsEachNewCheckpointOnce(t *testing.T) {
 	ticks <- time.Time{} // ...and the previous tick is fully handled
 	cancel()
 	<-done
-	if len(refs) != 0 || len(n.accepted) != 1 {
-		t.Fatalf("anchored %d more, node holds %d anchors", len(refs), len(n.accepted))
+	if len(refs) != 0 || n.AcceptedCount() != 1 {
+		t.Fatalf("anchored %d more, node holds %d anchors", len(refs), n.AcceptedCount())
 	}
-	if _, ok := n.accepted[r.TxID]; !ok {
+	if _, ok := n.Accepted(r.TxID); !ok {
 		t.Fatal("anchor not on chain")
 	}
 	// The log grows: the next tick anchors the new checkpoint.
@@ -102,7 +102,7 @@ func FuzzParseMetadataCBOR(f *testing.F) {
 func TestAnchoredReceiptNamesTheTransactionHoldingItsCheckpoint(t *testing.T) {
 	n := newTestNode(t)
 	a := newTestAnchorer(t, n, newWalletView(n))
-	n.fund(a.Address(), 50_000_000, 1)
+	n.Fund(a.Address(), 50_000_000, 1)
 	l := openLog(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	ticks := make(chan time.Time)
@@ -125,7 +125,7 @@ func TestAnchoredReceiptNamesTheTransactionHoldingItsCheckpoint(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tx, ok := n.accepted[an.TxID]
+	tx, ok := n.Accepted(an.TxID)
 	if !ok || an.Chain != "cardano:test" {
 		t.Fatalf("anchor %+v not on the node", an)
 	}
