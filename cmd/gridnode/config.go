@@ -52,6 +52,23 @@ type Settings struct {
 		MaxConnsPerPeer    int   `toml:"max_conns_per_peer" env:"MAX_CONNS_PER_PEER"`
 		MaxStreamsPerPeer  int   `toml:"max_streams_per_peer" env:"MAX_STREAMS_PER_PEER"`
 	} `toml:"resources" envPrefix:"RESOURCES_"`
+
+	Chain struct {
+		WitnessQuorum   int      `toml:"witness_quorum" env:"WITNESS_QUORUM"`
+		Witnesses       []string `toml:"witnesses" env:"WITNESSES"`
+		MaxWitnesses    int      `toml:"max_witnesses" env:"MAX_WITNESSES"`
+		WitnessTimeout  Duration `toml:"witness_timeout" env:"WITNESS_TIMEOUT"`
+		RequireReceipts bool     `toml:"require_receipts" env:"REQUIRE_RECEIPTS"`
+		Anchor          struct {
+			Kind      string   `toml:"kind" env:"KIND"`
+			Address   string   `toml:"address" env:"ADDRESS"`
+			IndexURL  string   `toml:"index_url" env:"INDEX_URL"`
+			ProjectID string   `toml:"project_id" env:"PROJECT_ID"`
+			KeyFile   string   `toml:"key_file" env:"KEY_FILE"`
+			Network   string   `toml:"network" env:"NETWORK"`
+			Interval  Duration `toml:"interval" env:"INTERVAL"`
+		} `toml:"anchor" envPrefix:"ANCHOR_"`
+	} `toml:"chain" envPrefix:"CHAIN_"`
 }
 
 // Duration is a time.Duration written as a Go duration string ("90s", "5m").
@@ -108,6 +125,13 @@ func DefaultSettings() Settings {
 	r.MaxStreams = c.Resources.MaxStreams
 	r.MaxConnsPerPeer = c.Resources.MaxConnsPerPeer
 	r.MaxStreamsPerPeer = c.Resources.MaxStreamsPerPeer
+	ch := &s.Chain
+	ch.WitnessQuorum = c.Chain.WitnessQuorum
+	ch.MaxWitnesses = c.Chain.MaxWitnesses
+	ch.WitnessTimeout = Duration(c.Chain.WitnessTimeout)
+	ch.Anchor.Kind = c.Chain.Anchor.Kind
+	ch.Anchor.Network = c.Chain.Anchor.Network
+	ch.Anchor.Interval = Duration(c.Chain.Anchor.Interval)
 	return s
 }
 
@@ -226,6 +250,22 @@ func bindFlags(fs *pflag.FlagSet) *flagSettings {
 		func(s *Settings) { s.Resources.MaxConnsPerPeer = v.Resources.MaxConnsPerPeer })
 	num("max-streams-per-peer", &v.Resources.MaxStreamsPerPeer, d.Resources.MaxStreamsPerPeer, "streams per peer (resources.max_streams_per_peer)",
 		func(s *Settings) { s.Resources.MaxStreamsPerPeer = v.Resources.MaxStreamsPerPeer })
+	num("witness-quorum", &v.Chain.WitnessQuorum, d.Chain.WitnessQuorum, "witness cosignatures a log receipt needs (chain.witness_quorum)",
+		func(s *Settings) { s.Chain.WitnessQuorum = v.Chain.WitnessQuorum })
+	fs.StringSliceVar(&v.Chain.Witnesses, "witnesses", nil, "peer IDs of the only witnesses that count, comma-separated (chain.witnesses)")
+	f.apply["witnesses"] = func(s *Settings) { s.Chain.Witnesses = v.Chain.Witnesses }
+	fs.BoolVar(&v.Chain.RequireReceipts, "require-receipts", false, "refuse directory records whose device keys have no log receipt (chain.require_receipts)")
+	f.apply["require-receipts"] = func(s *Settings) { s.Chain.RequireReceipts = v.Chain.RequireReceipts }
+	str("anchor-kind", &v.Chain.Anchor.Kind, d.Chain.Anchor.Kind, "anchor checkpoints on Cardano: none, socket or blockfrost (chain.anchor.kind)",
+		func(s *Settings) { s.Chain.Anchor.Kind = v.Chain.Anchor.Kind })
+	str("anchor-address", &v.Chain.Anchor.Address, "", "Cardano node socket path or Blockfrost-compatible base URL (chain.anchor.address)",
+		func(s *Settings) { s.Chain.Anchor.Address = v.Chain.Anchor.Address })
+	str("anchor-key-file", &v.Chain.Anchor.KeyFile, "", "Ed25519 seed file of the wallet that pays for anchors (chain.anchor.key_file)",
+		func(s *Settings) { s.Chain.Anchor.KeyFile = v.Chain.Anchor.KeyFile })
+	str("anchor-network", &v.Chain.Anchor.Network, d.Chain.Anchor.Network, "mainnet, preprod or preview (chain.anchor.network)",
+		func(s *Settings) { s.Chain.Anchor.Network = v.Chain.Anchor.Network })
+	dur("anchor-interval", &v.Chain.Anchor.Interval, d.Chain.Anchor.Interval, "time between two anchors (chain.anchor.interval)",
+		func(s *Settings) { s.Chain.Anchor.Interval = v.Chain.Anchor.Interval })
 	return f
 }
 
@@ -318,6 +358,22 @@ func (s Settings) nodeConfig(log *slog.Logger) node.Config {
 		MaxStreams:         s.Resources.MaxStreams,
 		MaxConnsPerPeer:    s.Resources.MaxConnsPerPeer,
 		MaxStreamsPerPeer:  s.Resources.MaxStreamsPerPeer,
+	}
+	c.Chain.WitnessQuorum = s.Chain.WitnessQuorum
+	c.Chain.Witnesses = s.Chain.Witnesses
+	c.Chain.MaxWitnesses = s.Chain.MaxWitnesses
+	c.Chain.WitnessTimeout = time.Duration(s.Chain.WitnessTimeout)
+	c.Directory.Validator.RequireReceipts = s.Chain.RequireReceipts
+	a := &c.Chain.Anchor
+	a.Kind = s.Chain.Anchor.Kind
+	a.Address = s.Chain.Anchor.Address
+	a.IndexURL = s.Chain.Anchor.IndexURL
+	a.ProjectID = s.Chain.Anchor.ProjectID
+	a.KeyFile = s.Chain.Anchor.KeyFile
+	a.Network = s.Chain.Anchor.Network
+	a.Interval = time.Duration(s.Chain.Anchor.Interval)
+	if a.IndexURL == "" && a.Kind == node.AnchorBlockfrost {
+		a.IndexURL = a.Address
 	}
 	c.Logger = log
 	return c
