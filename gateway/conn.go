@@ -177,6 +177,30 @@ func (c *conn) dispatch(req wire.Request, e opEntry) bool {
 	call := &Call{ID: req.ID, Op: req.Op, Body: req.Body, Authenticated: authed, Device: dev, Account: acct,
 		Gateway: c.hub.cfg.Gateway, GatewayID: c.hub.cfg.GatewayID, ConnID: c.id, conn: c}
 	res, err := safeCall(func() (any, error) { return e.h(c.ctx, call) })
+	if a, ok := res.(Async); ok && err == nil {
+		select {
+		case c.inflight <- struct{}{}:
+		case <-c.ctx.Done():
+			return false
+		}
+		var once sync.Once
+		_, err = safeCall(func() (any, error) {
+			a(func(res any, err error) {
+				once.Do(func() {
+					<-c.inflight
+					c.respond(req, res, err)
+				})
+			})
+			return nil, nil
+		})
+		if err != nil { // the Async panicked: answer now unless it already did
+			once.Do(func() {
+				<-c.inflight
+				c.respond(req, nil, err)
+			})
+		}
+		return true
+	}
 	if d, ok := res.(Deferred); ok && err == nil {
 		select {
 		case c.inflight <- struct{}{}:

@@ -84,6 +84,12 @@ type Handler func(ctx context.Context, c *Call) (any, error)
 // result as the response. What the handler did before returning is ordered; what the Deferred does is not.
 type Deferred func(ctx context.Context) (any, error)
 
+// Async is returned by a Handler whose result arrives by callback (a send whose recipients' outcomes come from
+// other goroutines): the gateway calls it at once, in the connection's read loop, with a respond function that
+// must be called exactly once, from any goroutine. It counts against WSLimits.MaxInFlight like a Deferred but
+// needs no goroutine while it waits. An Async must not block.
+type Async func(respond func(any, error))
+
 // HandleOption changes how an operation is registered.
 type HandleOption func(*opEntry)
 

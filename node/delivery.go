@@ -112,8 +112,8 @@ func (n *Node) startDelivery() error {
 	return nil
 }
 
-// sendOp is the "send" operation: relay dispatches the envelope in request order, and the response waits for
-// every recipient's outcome outside the connection's read loop.
+// sendOp is the "send" operation: relay dispatches the envelope in request order, and the response goes out
+// when the last recipient's outcome arrives, without a goroutine waiting for it.
 func sendOp(r *relay.Service) gateway.Handler {
 	return func(ctx context.Context, c *gateway.Call) (any, error) {
 		var req wire.SendRequest
@@ -124,7 +124,9 @@ func sendOp(r *relay.Service) gateway.Handler {
 		if err != nil {
 			return nil, err
 		}
-		return gateway.Deferred(func(ctx context.Context) (any, error) { return p.Wait(ctx), nil }), nil
+		return gateway.Async(func(respond func(any, error)) {
+			p.Notify(func(r wire.SendResponse) { respond(r, nil) })
+		}), nil
 	}
 }
 

@@ -53,7 +53,7 @@ type link struct {
 
 	mu      sync.Mutex
 	nextID  uint64
-	pending map[uint64]chan Outcome
+	pending map[uint64]func(Outcome)
 	err     error
 	last    time.Time // last activity, for idle close
 	log     *slog.Logger
@@ -67,7 +67,7 @@ func newLink(p peer.ID, s network.Stream, lim Limits, log *slog.Logger, unprotec
 		window:  make(chan struct{}, lim.Window),
 		out:     make(chan deliverReq, lim.Window),
 		done:    make(chan struct{}),
-		pending: make(map[uint64]chan Outcome),
+		pending: make(map[uint64]func(Outcome)),
 		last:    time.Now(),
 		log:     log,
 
@@ -79,32 +79,32 @@ func newLink(p peer.ID, s network.Stream, lim Limits, log *slog.Logger, unprotec
 	return l
 }
 
-// Enqueue queues env on the link, waiting for a window slot while ctx allows, and returns the channel its
-// outcome will arrive on. Envelopes enqueued by one goroutine are written in order.
-func (l *link) Enqueue(ctx context.Context, env wire.Envelope) (<-chan Outcome, error) {
+// Enqueue queues env on the link, waiting for a window slot while ctx allows; done is called once with its
+// outcome (from the link's reader, so it must not block) unless Enqueue returns an error. Envelopes enqueued
+// by one goroutine are written in order.
+func (l *link) Enqueue(ctx context.Context, env wire.Envelope, done func(Outcome)) error {
 	select {
 	case l.window <- struct{}{}:
 	case <-l.done:
-		return nil, l.cause()
+		return l.cause()
 	case <-ctx.Done():
-		return nil, ctx.Err()
+		return ctx.Err()
 	}
-	ch := make(chan Outcome, 1)
 	l.mu.Lock()
 	if l.err != nil {
 		l.mu.Unlock()
 		<-l.window
-		return nil, l.err
+		return l.err
 	}
 	l.nextID++
 	id := l.nextID
-	l.pending[id] = ch
+	l.pending[id] = done
 	l.last = time.Now()
 	// The window bounds pending requests and out has the window's capacity, so this send never blocks while
 	// the link's mutex is held; holding it keeps ids in write order.
 	l.out <- deliverReq{id: id, env: env}
 	l.mu.Unlock()
-	return ch, nil
+	return nil
 }
 
 func (l *link) cause() error {
@@ -130,8 +130,8 @@ func (l *link) fail(err error) {
 		l.unprotect()
 	}
 	l.log.Debug("relay: deliver link closed", "peer", l.peer, "pending", len(pending), "err", err)
-	for _, ch := range pending {
-		ch <- failed(wire.CodeUnavailable, wire.FailUnreachable)
+	for _, done := range pending {
+		done(failed(wire.CodeUnavailable, wire.FailUnreachable))
 	}
 }
 
@@ -190,7 +190,7 @@ func (l *link) readLoop() {
 			return
 		}
 		l.mu.Lock()
-		ch, ok := l.pending[res.id]
+		done, ok := l.pending[res.id]
 		delete(l.pending, res.id)
 		l.last = time.Now()
 		l.mu.Unlock()
@@ -199,7 +199,7 @@ func (l *link) readLoop() {
 			return
 		}
 		<-l.window
-		ch <- res.out
+		done(res.out)
 	}
 }
 

@@ -158,6 +158,8 @@ type Service struct {
 	metrics *metrics
 
 	closing   chan struct{}
+	ctx       context.Context // ends at Close: bounds mailbox puts of sends still finishing
+	cancel    context.CancelFunc
 	closeOnce sync.Once
 	wg        sync.WaitGroup
 
@@ -192,6 +194,7 @@ func New(cfg Config) (*Service, error) {
 		slots:   make(map[peer.ID]*linkSlot),
 		inbound: make(map[network.Stream]struct{}),
 	}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
 	cfg.Host.SetStreamHandler(DeliverProtocol, s.handleStream)
 	return s, nil
 }
@@ -225,6 +228,7 @@ func (s *Service) Close() error {
 		s.mu.Lock()
 		s.closed = true
 		close(s.closing)
+		s.cancel()
 		slots := make([]*linkSlot, 0, len(s.slots))
 		for _, sl := range s.slots {
 			slots = append(slots, sl)
@@ -298,67 +302,94 @@ type Pending struct {
 	s       *Service
 	env     wire.Envelope
 	devices []wire.DeviceID
-	chans   []<-chan Outcome
-	fixed   []*Outcome // outcomes known at dispatch
+
+	mu   sync.Mutex
+	outs []Outcome
+	left int                     // outcomes still to come, plus one until Notify is called
+	done func(wire.SendResponse) // set by Notify
+}
+
+// settle records recipient i's outcome (i < 0 is Notify's own count) and finishes the send after the last one.
+func (p *Pending) settle(i int, o Outcome) {
+	p.mu.Lock()
+	if i >= 0 {
+		p.outs[i] = o
+	}
+	p.left--
+	last := p.left == 0
+	p.mu.Unlock()
+	if last {
+		p.finish()
+	}
 }
 
 // Dispatch validates a send from the sender device and queues the envelope for every recipient, in recipient
 // order, before it returns: two sends dispatched one after the other from the same goroutine reach every
 // recipient in that order. It blocks while a deliver window is full (backpressure), within ctx. The outcomes
-// are collected with Pending.Wait. A returned error is a *wire.Error for the client.
+// are collected with Pending.Notify or Pending.Wait. A returned error is a *wire.Error for the client.
 func (s *Service) Dispatch(ctx context.Context, sender wire.DeviceID, req *wire.SendRequest) (*Pending, error) {
 	msgID, devices, err := req.Validate(s.lim.MaxCiphertext, s.lim.MaxRecipients)
 	if err != nil {
 		return nil, err
 	}
-	p := &Pending{s: s, devices: devices, chans: make([]<-chan Outcome, len(devices)), fixed: make([]*Outcome, len(devices))}
+	p := &Pending{s: s, devices: devices, outs: make([]Outcome, len(devices)), left: len(devices) + 1}
 	p.env = wire.Envelope{MessageID: msgID, Sender: sender, Ciphertext: req.Ciphertext}
 
-	// Presence lookups of remote devices run in parallel; queueing then happens in recipient order.
+	// Presence lookups of remote devices run in parallel (one alone runs here); queueing then happens in
+	// recipient order.
 	locs := make([]Location, len(devices))
 	lerrs := make([]error, len(devices))
-	var wg sync.WaitGroup
+	var remote []int
 	for i, d := range devices {
-		if s.local.Connected(d) {
-			continue
+		if !s.local.Connected(d) {
+			remote = append(remote, i)
 		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			lctx, cancel := context.WithTimeout(ctx, s.lim.LookupTimeout)
-			defer cancel()
-			locs[i], lerrs[i] = s.locator.Locate(lctx, d)
-		}()
 	}
-	wg.Wait()
+	lookup := func(i int) {
+		lctx, cancel := context.WithTimeout(ctx, s.lim.LookupTimeout)
+		defer cancel()
+		locs[i], lerrs[i] = s.locator.Locate(lctx, devices[i])
+	}
+	if len(remote) == 1 {
+		lookup(remote[0])
+	} else if len(remote) > 1 {
+		var wg sync.WaitGroup
+		for _, i := range remote {
+			wg.Go(func() { lookup(i) })
+		}
+		wg.Wait()
+	}
 
 	self := s.host.ID()
+	notify, hasNotify := s.local.(notifyingLocal)
 	for i, d := range devices {
 		env := p.env
 		env.Recipient = d
 		s.metrics.sent.Inc()
+		settle := func(o Outcome) { p.settle(i, o) }
 		switch {
 		case locs[i].Gateway == "" && lerrs[i] == nil, locs[i].Gateway == self:
-			p.chans[i] = s.local.Push(env)
+			if hasNotify {
+				notify.PushNotify(env, settle)
+			} else {
+				s.await(s.local.Push(env), settle)
+			}
 		case lerrs[i] != nil:
-			o := Outcome{Status: wire.StatusOffline}
 			if !errors.Is(lerrs[i], ErrNotOnline) {
 				s.log.Debug("relay: presence lookup failed", "device", fmt.Sprintf("%x", d[:8]), "err", lerrs[i])
 			}
-			p.fixed[i] = &o
+			settle(Outcome{Status: wire.StatusOffline})
 		default:
 			l, err := s.linkTo(ctx, locs[i])
 			if err == nil {
-				p.chans[i], err = l.Enqueue(ctx, env)
+				err = l.Enqueue(ctx, env, settle)
 			}
 			if err != nil {
 				if ctx.Err() != nil {
-					o := failed(wire.CodeUnavailable, wire.FailCancelled)
-					p.fixed[i] = &o
+					settle(failed(wire.CodeUnavailable, wire.FailCancelled))
 				} else {
 					s.log.Debug("relay: deliver to gateway failed", "gateway", locs[i].Gateway, "err", err)
-					o := failed(wire.CodeUnavailable, wire.FailUnreachable)
-					p.fixed[i] = &o
+					settle(failed(wire.CodeUnavailable, wire.FailUnreachable))
 				}
 			}
 		}
@@ -366,23 +397,90 @@ func (s *Service) Dispatch(ctx context.Context, sender wire.DeviceID, req *wire.
 	return p, nil
 }
 
-// Wait collects every recipient's outcome and returns the response for the sender. Devices found offline go to
-// the mailbox; without one their status is wire.StatusOffline.
+// await calls done with what ch delivers, from a goroutine the service owns (for a Local without PushNotify).
+func (s *Service) await(ch <-chan Outcome, done func(Outcome)) {
+	if !s.track() {
+		done(failed(wire.CodeUnavailable, wire.FailUnreachable))
+		return
+	}
+	go func() {
+		defer s.wg.Done()
+		select {
+		case o := <-ch:
+			done(o)
+		case <-s.closing:
+			done(failed(wire.CodeUnavailable, wire.FailUnreachable))
+		}
+	}()
+}
+
+// track adds a goroutine to the service's wait group unless the service is closed.
+func (s *Service) track() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	s.wg.Add(1)
+	return true
+}
+
+// Notify calls done once with the response for the sender when every recipient's outcome is known: at once if
+// they are, else from the goroutine that settles the last one. Devices found offline go to the mailbox first
+// (in a goroutine of the service); without one their status is wire.StatusOffline. done must not block.
+// Notify or Wait is called once per Pending.
+func (p *Pending) Notify(done func(wire.SendResponse)) {
+	p.mu.Lock()
+	p.done = done
+	p.mu.Unlock()
+	p.settle(-1, Outcome{})
+}
+
+// Wait collects every recipient's outcome and returns the response for the sender. When ctx ends first, every
+// recipient is reported cancelled.
 func (p *Pending) Wait(ctx context.Context) wire.SendResponse {
+	ch := make(chan wire.SendResponse, 1)
+	p.Notify(func(r wire.SendResponse) { ch <- r })
+	select {
+	case r := <-ch:
+		return r
+	case <-ctx.Done():
+		resp := wire.SendResponse{Results: make([]wire.RecipientResult, len(p.devices))}
+		for i, d := range p.devices {
+			resp.Results[i] = wire.RecipientResult{DeviceID: d[:], Status: wire.StatusFailed,
+				Code: wire.CodeUnavailable, Reason: wire.FailCancelled}
+		}
+		return resp
+	}
+}
+
+// finish builds the response once every outcome is in, storing offline recipients' envelopes first.
+func (p *Pending) finish() {
+	offline := false
+	for _, o := range p.outs {
+		offline = offline || o.Status == wire.StatusOffline
+	}
+	if !offline || p.s.mailbox == nil {
+		p.done(p.response(nil))
+		return
+	}
+	if !p.s.track() {
+		p.done(p.response(nil))
+		return
+	}
+	go func() {
+		defer p.s.wg.Done()
+		p.done(p.response(p.s.ctx))
+	}()
+}
+
+// response is the sender's response; with ctx set, offline recipients' envelopes go to the mailbox first.
+func (p *Pending) response(ctx context.Context) wire.SendResponse {
 	resp := wire.SendResponse{Results: make([]wire.RecipientResult, len(p.devices))}
 	for i, d := range p.devices {
-		var o Outcome
-		if p.fixed[i] != nil {
-			o = *p.fixed[i]
-		} else {
-			select {
-			case o = <-p.chans[i]:
-			case <-ctx.Done():
-				o = failed(wire.CodeUnavailable, wire.FailCancelled)
-			}
-		}
+		o := p.outs[i]
 		var receipts [][]byte
-		if o.Status == wire.StatusOffline && p.s.mailbox != nil {
+		if o.Status == wire.StatusOffline && ctx != nil {
 			env := p.env
 			env.Recipient = d
 			rc, err := p.s.mailbox.Put(ctx, env)
