@@ -105,7 +105,7 @@ func (c *Client) fetchMailbox(cn *conn) {
 	defer cancel()
 	var resp mailboxFetchResponse
 	if err := cn.call(ctx, opMailboxFetch, req, &resp); err != nil {
-		if !errors.Is(err, wire.ErrUnknownOp) {
+		if !errors.Is(err, wire.ErrUnknownOp) && c.ctx.Err() == nil && cn.Err() == nil {
 			c.log.Warn("mailbox fetch failed", "err", err)
 		}
 		return
