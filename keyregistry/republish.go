@@ -16,6 +16,21 @@ import (
 
 func heldKey(id e2ee.AccountID) ds.Key { return heldPrefix.ChildString(id.String()) }
 
+// pendingPrefix marks the held accounts that have statements without a log
+// receipt, so UpgradeReceipts visits only those.
+const pendingPrefix = "/pending"
+
+func pendingKey(id e2ee.AccountID) ds.Key { return ds.NewKey(pendingPrefix).ChildString(id.String()) }
+
+// markPending records whether h's account still has statements without a
+// receipt.
+func (s *Service) markPending(ctx context.Context, h *held) error {
+	if uint64(len(h.rec.Receipts)) < h.acct.Length {
+		return s.cfg.Datastore.Put(ctx, pendingKey(h.acct.ID), nil)
+	}
+	return s.cfg.Datastore.Delete(ctx, pendingKey(h.acct.ID))
+}
+
 // hold records h as held by this node (it registered or updated it), so the
 // node republishes it. The held copy only moves forward.
 func (s *Service) hold(ctx context.Context, h *held) error {
@@ -135,22 +150,34 @@ func (s *Service) UpgradeReceipts(ctx context.Context) (int, error) {
 	if s.cfg.Publisher == nil {
 		return 0, nil
 	}
-	res, err := s.cfg.Datastore.Query(ctx, query.Query{Prefix: heldPrefix.String()})
+	res, err := s.cfg.Datastore.Query(ctx, query.Query{Prefix: pendingPrefix, KeysOnly: true})
 	if err != nil {
 		return 0, fmt.Errorf("keyregistry: upgrade receipts: %w", err)
 	}
-	var pending []*held
+	var keys []ds.Key
 	for e := range res.Next() {
-		if e.Error != nil {
+		if e.Error == nil {
+			keys = append(keys, ds.NewKey(e.Key))
+		}
+	}
+	res.Close()
+	var pending []*held
+	for _, k := range keys {
+		raw, err := s.cfg.Datastore.Get(ctx, heldPrefix.ChildString(k.BaseNamespace()))
+		if err != nil {
 			continue
 		}
-		h, err := s.ver.open(e.Value)
-		if err != nil || uint64(len(h.rec.Receipts)) >= h.acct.Length {
+		h, err := s.ver.open(raw)
+		if err != nil {
+			continue
+		}
+		if uint64(len(h.rec.Receipts)) >= h.acct.Length {
+			// Completed meanwhile (a later update carried every receipt).
+			_ = s.cfg.Datastore.Delete(ctx, k)
 			continue
 		}
 		pending = append(pending, h)
 	}
-	res.Close()
 	n := 0
 	var errs []error
 	for _, h := range pending {
@@ -188,6 +215,9 @@ func (s *Service) addReceipts(ctx context.Context, h *held, got []Receipt) error
 		return err
 	}
 	if err := s.hold(ctx, full); err != nil {
+		return err
+	}
+	if err := s.markPending(ctx, full); err != nil {
 		return err
 	}
 	s.adopt(full, "local")

@@ -484,6 +484,11 @@ func (s *Service) accept(ctx context.Context, op string, cur, h *held) (*Account
 	if err := s.hold(ctx, full); err != nil {
 		return nil, err
 	}
+	if s.cfg.Publisher != nil {
+		if err := s.markPending(ctx, full); err != nil {
+			return nil, err
+		}
+	}
 	s.adopt(full, "local")
 	s.announce(ctx, full)
 	s.m.accepted.WithLabelValues(op).Inc()

@@ -173,7 +173,8 @@ func (n *Node) startChain() error {
 		PubSub:    n.pubsub,
 		Datastore: namespace.Wrap(n.store, ds.NewKey(witnessNamespace)),
 		Key:       key,
-		// Cosign only grid logs run by the peer that asks.
+		// Cosign only grid logs (origin gridchat.grid/log/<peerID>, key
+		// from the peer ID); MaxLogs bounds the state kept.
 		AcceptLog:  func(origin string) bool { return strings.HasPrefix(origin, witness.LogOriginPrefix) },
 		Logger:     n.log.With("part", "witness"),
 		Registerer: n.reg,
