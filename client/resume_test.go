@@ -123,9 +123,6 @@ func TestExpiredEnvelopesAreReportedAsGapOnReconnect(t *testing.T) {
 		cfg.Mailbox.DisableLoops = true
 		cfg.Mailbox.Limits.TTL = 30 * time.Second
 	}))
-	for _, nd := range nodes {
-		installDirectoryOps(t, nd)
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	g := &grid{t: t, nodes: nodes, ctx: ctx}

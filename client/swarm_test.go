@@ -32,20 +32,9 @@ type grid struct {
 func newGrid(t *testing.T, n int) *grid {
 	t.Helper()
 	nodes := gridtest.Swarm(t, n)
-	for _, nd := range nodes {
-		installDirectoryOps(t, nd)
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	t.Cleanup(cancel)
 	return &grid{t: t, nodes: nodes, ctx: ctx}
-}
-
-// installDirectoryOps mounts the directory's WebSocket operations on a node that does not mount them itself
-// (yet): the directory service's own RegisterOps.
-func installDirectoryOps(t *testing.T, nd *node.Node) {
-	if err := nd.Directory().RegisterOps(nd.Hub()); err != nil && !strings.Contains(err.Error(), "already registered") {
-		t.Fatal(err)
-	}
 }
 
 func (g *grid) config(nodes ...int) client.Config {
