@@ -65,6 +65,8 @@ type Config struct {
 	Delivery DeliverySettings
 	// Mailbox configures the mailbox service (limits, clock).
 	Mailbox MailboxSettings
+	// LinkRelay configures the device-link rendezvous (limits, clock).
+	LinkRelay LinkRelaySettings
 	// Chain configures the node's key publication log, its witness, the
 	// receipt quorum and anchoring (see ChainSettings).
 	Chain ChainSettings

@@ -40,6 +40,7 @@ import (
 	"github.com/iagon/gridchat/e2ee"
 	"github.com/iagon/gridchat/gateway"
 	"github.com/iagon/gridchat/keyregistry"
+	"github.com/iagon/gridchat/linkrelay"
 	"github.com/iagon/gridchat/relay/mailbox"
 )
 
@@ -75,6 +76,7 @@ type Node struct {
 	dir    *keyregistry.Service
 	deliv  *delivery
 	mbox   *mailbox.Service
+	links  *linkrelay.Service
 	chain  *chainParts // nil without a log of the node's own
 	// receipts verifies directory receipts; nil when the configuration
 	// brings its own publisher or verifier.
@@ -190,6 +192,9 @@ func New(ctx context.Context, cfg Config) (_ *Node, err error) {
 		return nil, err
 	}
 	if err := n.registerMailboxOps(); err != nil {
+		return nil, err
+	}
+	if err := n.startLinkRelay(); err != nil {
 		return nil, err
 	}
 	if err := n.registerDirectoryOps(); err != nil {
@@ -319,6 +324,9 @@ func (n *Node) Close() error {
 		}
 		if n.mbox != nil {
 			errs = append(errs, n.mbox.Close())
+		}
+		if n.links != nil {
+			errs = append(errs, n.links.Close())
 		}
 		if n.dir != nil {
 			errs = append(errs, n.dir.Close())

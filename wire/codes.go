@@ -27,6 +27,7 @@ const (
 	CodeDuplicateID          Code = 15 // the request id is not greater than every earlier id on this connection
 	CodeBusy                 Code = 16 // too many requests in flight on this connection; wait for responses
 	CodeQuota                Code = 17 // a quota of the recipient's mailbox is used up
+	CodeLinkTaken            Code = 18 // the link rendezvous already has its host (or both sides): a third party
 )
 
 // Reason returns the code's stable snake_case name, or "unknown" for a code this version does not define.
@@ -66,6 +67,8 @@ func (c Code) Reason() string {
 		return "busy"
 	case CodeQuota:
 		return "quota"
+	case CodeLinkTaken:
+		return "link_taken"
 	}
 	return "unknown"
 }
@@ -122,4 +125,5 @@ var (
 	ErrDuplicateID          = &Error{Code: CodeDuplicateID, Reason: CodeDuplicateID.Reason()}
 	ErrBusy                 = &Error{Code: CodeBusy, Reason: CodeBusy.Reason()}
 	ErrQuota                = &Error{Code: CodeQuota, Reason: CodeQuota.Reason()}
+	ErrLinkTaken            = &Error{Code: CodeLinkTaken, Reason: CodeLinkTaken.Reason()}
 )
