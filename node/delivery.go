@@ -28,6 +28,10 @@ type DeliverySettings struct {
 	PresenceCacheSize int
 	// Clock is the clock of auth proofs and presence records. Default time.Now.
 	Clock func() time.Time
+	// DropEnvelope makes a misbehaving node, for tests only: it is asked about every envelope about to be
+	// pushed to a device connected to this node, and when it returns true the envelope is not pushed but
+	// reported delivered, as a node that silently loses envelopes would. It must not block. Nil in production.
+	DropEnvelope func(env wire.Envelope) bool
 }
 
 func (s DeliverySettings) clock() func() time.Time {
@@ -95,6 +99,9 @@ func (n *Node) startDelivery() error {
 		Host: n.host, Local: d.hub, Locator: d.presence, Limits: rlim,
 		Metrics: n.reg, Logger: n.log.With("part", "relay"),
 	}
+	if s.DropEnvelope != nil {
+		rcfg.Local = droppingLocal{Hub: d.hub, drop: s.DropEnvelope}
+	}
 	if n.mbox != nil {
 		rcfg.Mailbox = mailboxPutter{n.mbox}
 	}
@@ -143,6 +150,29 @@ func (d *delivery) close() error {
 		errs = append(errs, d.presence.Close())
 	}
 	return errors.Join(errs...)
+}
+
+// droppingLocal is the hub as relay sees it on a node built to misbehave (DeliverySettings.DropEnvelope): the
+// envelopes drop picks are reported delivered and never pushed.
+type droppingLocal struct {
+	*gateway.Hub
+	drop func(wire.Envelope) bool
+}
+
+// Push is PushNotify with a channel.
+func (l droppingLocal) Push(env wire.Envelope) <-chan wire.Outcome {
+	ch := make(chan wire.Outcome, 1)
+	l.PushNotify(env, func(o wire.Outcome) { ch <- o })
+	return ch
+}
+
+// PushNotify pushes env through the hub unless drop picks it.
+func (l droppingLocal) PushNotify(env wire.Envelope, done func(wire.Outcome)) {
+	if l.drop(env) {
+		done(wire.Outcome{Status: wire.StatusDelivered})
+		return
+	}
+	l.Hub.PushNotify(env, done)
 }
 
 // directoryKeys adapts the key directory to the gateway's Directory.
