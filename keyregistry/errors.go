@@ -33,6 +33,8 @@ const (
 	CodeNotFound        Code = 117
 	CodeUnavailable     Code = 118
 	CodeInternal        Code = 119
+	CodeKeyExpired      Code = 120
+	CodeDeviceRevoked   Code = 121
 )
 
 var codeReasons = map[Code]string{
@@ -56,6 +58,8 @@ var codeReasons = map[Code]string{
 	CodeNotFound:        "directory_not_found",
 	CodeUnavailable:     "directory_unavailable",
 	CodeInternal:        "directory_internal",
+	CodeKeyExpired:      "directory_key_expired",
+	CodeDeviceRevoked:   "directory_device_revoked",
 }
 
 // Reason returns the code's stable snake_case name.
@@ -114,6 +118,12 @@ var (
 	ErrNotFound = errors.New("not found")
 	// ErrUnavailable means the directory could not reach the grid.
 	ErrUnavailable = errors.New("unavailable")
+	// ErrKeyExpired means a signed messaging key is past its expiry (or
+	// created too far in the future).
+	ErrKeyExpired = errors.New("messaging key expired")
+	// ErrDeviceRevoked means the device was revoked from its account, so its
+	// messaging key is neither accepted nor served.
+	ErrDeviceRevoked = errors.New("device revoked")
 )
 
 var codes = []struct {
@@ -139,6 +149,8 @@ var codes = []struct {
 	{ErrExists, CodeExists},
 	{ErrNotFound, CodeNotFound},
 	{ErrUnavailable, CodeUnavailable},
+	{ErrKeyExpired, CodeKeyExpired},
+	{ErrDeviceRevoked, CodeDeviceRevoked},
 }
 
 // CodeOf returns the wire code of err: the code of the first sentinel in its

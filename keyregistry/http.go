@@ -80,6 +80,7 @@ type Handler interface {
 //	GET /v1/accounts/{id}     account by ID (hex)
 //	GET /v1/devices/{id}      account holding device ID (hex)
 //	GET /v1/usernames/{name}  account holding username
+//	GET /v1/devices/{id}/key  device's current signed messaging key
 func (s *Service) Routes(h Handler) error {
 	routes := map[string]http.HandlerFunc{
 		"GET /v1/accounts/{id}":    s.httpAccount,
@@ -91,7 +92,7 @@ func (s *Service) Routes(h Handler) error {
 			return err
 		}
 	}
-	return nil
+	return s.keyRoutes(h)
 }
 
 func (s *Service) httpAccount(w http.ResponseWriter, r *http.Request) {
@@ -141,6 +142,8 @@ func HTTPStatus(err error) int {
 		return http.StatusInternalServerError
 	case CodeRollback, CodeFork, CodeUsernameTaken, CodeExists:
 		return http.StatusConflict
+	case CodeDeviceRevoked:
+		return http.StatusGone
 	case CodeTooLarge:
 		return http.StatusRequestEntityTooLarge
 	}

@@ -89,6 +89,9 @@ func (s *Service) RegisterOps(r OpRegistry) error {
 			return fmt.Errorf("keyregistry: register op %s: %w", name, err)
 		}
 	}
+	if err := s.registerKeyOps(r); err != nil {
+		return err
+	}
 	r.OnConnClosed(s.ConnClosed)
 	return nil
 }

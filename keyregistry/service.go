@@ -203,6 +203,8 @@ type Service struct {
 
 	heldMu sync.Mutex // serialises read-modify-write of held records
 
+	keys keyDir // signed messaging keys (keys.go)
+
 	topic *pubsub.Topic
 	sub   *pubsub.Subscription
 
@@ -260,6 +262,10 @@ func New(cfg Config) (*Service, error) {
 		}
 		s.wg.Go(s.gossipLoop)
 	}
+	if err := s.startKeys(); err != nil {
+		_ = s.Close()
+		return nil, fmt.Errorf("keyregistry: new: %w", err)
+	}
 	s.wg.Go(s.republishLoop)
 	if cfg.Publisher != nil {
 		s.wg.Go(s.receiptRetryLoop)
@@ -276,6 +282,7 @@ func (s *Service) Close() error {
 			s.sub.Cancel()
 		}
 		s.wg.Wait()
+		s.stopKeys()
 		if s.topic != nil {
 			_ = s.cfg.PubSub.UnregisterTopicValidator(Topic)
 			_ = s.topic.Close()

@@ -161,6 +161,7 @@ func Validators(cfg ValidatorConfig) map[string]record.Validator {
 		NSAccount:  accountValidator{v},
 		NSDevice:   deviceValidator{v},
 		NSUsername: usernameValidator{v},
+		NSKey:      keyValidator{v},
 	}
 }
 
