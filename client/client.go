@@ -31,8 +31,8 @@ var (
 	ErrExists = errors.New("client: state directory already holds a device")
 	// ErrClosed means the client was closed.
 	ErrClosed = errors.New("client: closed")
-	// ErrKeyUnavailable means a device's signed messaging key could not be obtained (the device has not been
-	// online since it was asked).
+	// ErrKeyUnavailable means a device's signed messaging key could not be obtained: the directory has no
+	// usable key for it and the device has not answered a key request (it has not been online since).
 	ErrKeyUnavailable = errors.New("client: messaging key unavailable")
 )
 
@@ -73,7 +73,8 @@ type Config struct {
 	// StoredQuorum is how many distinct mailbox replicas must sign a receipt before a "stored" status is
 	// believed. Default 2 (the grid's default write quorum of 3 replicas).
 	StoredQuorum int
-	// KeyWait bounds the wait for another device's answer to a messaging-key request. Default 15 s.
+	// KeyWait bounds the wait for another device's answer to a messaging-key request, the fallback when the
+	// directory has no usable key for it. Default 15 s.
 	KeyWait time.Duration
 	// NoSync skips fsync of the local store (tests and benchmarks only).
 	NoSync bool
@@ -281,18 +282,20 @@ const (
 	pruneGrace  = 7 * 24 * time.Hour
 )
 
-// rotateKeys replaces the messaging key when due and persists the device keys. The new key reaches other
-// devices attached to this device's key distributions, and in answer to their key requests.
-func (c *Client) rotateKeys() {
+// rotateKeys replaces the messaging key when due and persists the device keys, and reports whether it
+// rotated. The caller publishes a new key in the directory (publishOwnKey); it also reaches other devices
+// attached to this device's key distributions, and in answer to their key requests.
+func (c *Client) rotateKeys() bool {
 	c.eng.mu.Lock()
 	defer c.eng.mu.Unlock()
 	now := c.cfg.Now()
 	changed := c.dev.PruneMessagingKeys(now, pruneGrace) > 0
+	rotated := false
 	if c.dev.RotationDue(now, rotateEvery) {
 		if _, err := c.dev.RotateMessagingKey(now, e2ee.DefaultMessagingKeyLifetime); err != nil {
 			c.log.Warn("messaging key rotation failed", "err", err)
 		} else {
-			changed = true
+			changed, rotated = true, true
 		}
 	}
 	if changed {
@@ -300,6 +303,7 @@ func (c *Client) rotateKeys() {
 			c.log.Error("storing rotated device keys failed", "err", err)
 		}
 	}
+	return rotated
 }
 
 func (c *Client) start() {
@@ -382,6 +386,13 @@ func (c *Client) run() {
 		if err == nil {
 			backoff = c.cfg.MinBackoff
 			c.ev.push(&ConnectionEvent{Gateway: url})
+			// Every authentication publishes the current messaging key, so the directory holds it even for a
+			// device that goes offline right away (a rotation at start is covered too).
+			c.goAsync(func(ctx context.Context) {
+				if err := c.publishOwnKey(ctx, cn); err != nil {
+					c.log.Warn("messaging key not published", "err", err)
+				}
+			})
 			// The fetch answers once delivery has started, while pushes flow: it must not hold up serve.
 			c.goAsync(func(context.Context) { c.fetchMailbox(cn) })
 			err = c.serve(cn)
@@ -509,6 +520,13 @@ func (c *Client) serve(cn *conn) error {
 			}
 			return cn.Err()
 		case <-refresh.C:
+			if c.rotateKeys() {
+				c.goAsync(func(ctx context.Context) {
+					if err := c.publishOwnKey(ctx, cn); err != nil {
+						c.log.Warn("rotated messaging key not published", "err", err)
+					}
+				})
+			}
 			on, off, err := c.presenceRecords(cn)
 			if err == nil {
 				ctx, cancel := context.WithTimeout(c.ctx, c.cfg.CallTimeout)

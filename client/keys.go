@@ -3,19 +3,39 @@ package client
 import (
 	"context"
 	"crypto/rand"
+	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
+	"net/http"
+	"strings"
 	"sync"
 
 	"github.com/iagon/gridchat/e2ee"
 	"github.com/iagon/gridchat/wire"
 )
 
-// Signed messaging keys travel between devices inside envelopes (docs/PROTOCOL.md §9.1): the key directory
-// holds each device's signing and registration keys (in the account chain), but not the signed messaging key
-// that e2ee.NewRecipientKey needs. So a device attaches its current signed messaging key to every envelope that
-// carries a key distribution, and a device that needs another's key sends it a key request (an envelope with
-// WantKeys set and no message), which the other device answers as soon as it is online. Every key is verified
-// against the device's keys from its replayed chain before it is kept.
+// Signed messaging keys (docs/PROTOCOL.md §9.1). Each device publishes its current signed messaging key in
+// the key directory (operation directory.publish_key) after every authentication and after every rotation. A
+// device that needs another device's key uses a verified key it holds, or else fetches the key from the
+// directory (GET /v1/devices/{id}/key), which serves keys of current devices only; so a first message reaches a
+// device that has never been online since anyone looked for it. Only if the directory has no usable key (a
+// grid whose nodes predate the key namespace, or a directory that cannot be reached) does the client fall back to
+// the envelope exchange: it sends the device a key request (an envelope with WantKeys set and no message), which
+// the device answers as soon as it is online. A device also attaches its current key to every envelope carrying
+// a key distribution, so a rotation reaches its peers without a lookup. Every key, however it arrives, is
+// verified with e2ee.NewRecipientKey against the device's keys from its account's replayed chain before it is
+// used or kept.
+
+// Directory operation that publishes this device's signed messaging key (authenticated).
+const opDirPublishKey = "directory.publish_key"
+
+type publishKeyRequest struct {
+	Key []byte `json:"key"` // e2ee SignedMessagingKey encoding
+}
+
+// maxKeyResponse caps the directory's answer to a key lookup (a few KiB of keys, base64 in JSON).
+const maxKeyResponse = 64 << 10
 
 const bucketKeys = "mkeys" // device hex → e2ee.SignedMessagingKey encoding
 
@@ -71,11 +91,20 @@ func (c *Client) heldKey(dev e2ee.DevicePublic) (e2ee.RecipientKey, bool) {
 	return rk, true
 }
 
-// recipientKey implements keySource: a held key, or one asked for and waited for (as long as ctx allows).
+// recipientKey implements keySource: a held key, else the directory's, else one asked for and waited for (as
+// long as ctx and KeyWait allow).
 func (c *Client) recipientKey(ctx context.Context, dev e2ee.DevicePublic) (e2ee.RecipientKey, error) {
 	if rk, ok := c.heldKey(dev); ok {
 		return rk, nil
 	}
+	rk, err := c.directoryKey(ctx, dev)
+	if err == nil {
+		return rk, nil
+	}
+	if errors.Is(err, ErrRevokedDevice) || ctx.Err() != nil {
+		return e2ee.RecipientKey{}, err
+	}
+	c.log.Info("no usable messaging key in the directory; asking the device", "device", dev.ID(), "err", err)
 	ch := make(chan struct{})
 	c.keys.mu.Lock()
 	if c.keys.waiters == nil {
@@ -116,3 +145,81 @@ func (c *Client) sendKeys(ctx context.Context, dev e2ee.DeviceID, want bool) err
 
 // ownKeyAttachment is what the engine attaches to envelopes carrying a key distribution.
 func (c *Client) ownKeyAttachment() [][]byte { return [][]byte{c.dev.MessagingKey().Encode()} }
+
+// directoryKey fetches dev's signed messaging key from the key directory, verifies it against dev (from the
+// account's replayed chain) and keeps it.
+func (c *Client) directoryKey(ctx context.Context, dev e2ee.DevicePublic) (e2ee.RecipientKey, error) {
+	raw, err := c.lookupKey(ctx, dev.ID())
+	if err != nil {
+		return e2ee.RecipientKey{}, err
+	}
+	k, err := e2ee.DecodeSignedMessagingKey(raw)
+	if err != nil {
+		return e2ee.RecipientKey{}, fmt.Errorf("client: directory served a bad key for device %s: %w", dev.ID(), err)
+	}
+	rk, err := e2ee.NewRecipientKey(dev, k, c.cfg.Now())
+	if err != nil {
+		return e2ee.RecipientKey{}, fmt.Errorf("client: directory served a key for device %s that does not verify: %w", dev.ID(), err)
+	}
+	if err := c.storeKey(dev, raw); err != nil {
+		c.log.Warn("keeping a directory messaging key failed", "device", dev.ID(), "err", err)
+	}
+	return rk, nil
+}
+
+// directoryKeyAnswer is the part of the directory's key answer the client reads; it verifies the key itself.
+type directoryKeyAnswer struct {
+	Key []byte `json:"key"`
+}
+
+// lookupKey asks the gateway in use for device id's signed messaging key (GET /v1/devices/{id}/key).
+func (c *Client) lookupKey(ctx context.Context, id e2ee.DeviceID) ([]byte, error) {
+	base, err := c.httpBase()
+	if err != nil {
+		return nil, err
+	}
+	path := "/v1/devices/" + id.String() + "/key"
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+path, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := c.cfg.HTTPClient.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("client: directory %s: %w", path, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxKeyResponse+1))
+	if err != nil {
+		return nil, fmt.Errorf("client: directory %s: %w", path, err)
+	}
+	if len(body) > maxKeyResponse {
+		return nil, fmt.Errorf("client: directory %s: answer over %d bytes", path, maxKeyResponse)
+	}
+	switch resp.StatusCode {
+	case http.StatusOK:
+	case http.StatusNotFound:
+		return nil, fmt.Errorf("%w: %s", ErrNotFound, path)
+	case http.StatusGone:
+		return nil, fmt.Errorf("%w: device %s (directory)", ErrRevokedDevice, id)
+	default:
+		return nil, fmt.Errorf("client: directory %s: HTTP %d: %s", path, resp.StatusCode, strings.TrimSpace(string(body)))
+	}
+	var a directoryKeyAnswer
+	if err := json.Unmarshal(body, &a); err != nil {
+		return nil, fmt.Errorf("client: directory %s: %w", path, err)
+	}
+	return a.Key, nil
+}
+
+// publishOwnKey publishes this device's current signed messaging key in the directory through cn.
+func (c *Client) publishOwnKey(ctx context.Context, cn *conn) error {
+	c.eng.mu.Lock()
+	raw := c.dev.MessagingKey().Encode()
+	c.eng.mu.Unlock()
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.CallTimeout)
+	defer cancel()
+	if err := cn.call(ctx, opDirPublishKey, publishKeyRequest{Key: raw}, nil); err != nil {
+		return fmt.Errorf("client: publish messaging key: %w", err)
+	}
+	return nil
+}
