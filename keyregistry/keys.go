@@ -124,9 +124,13 @@ func (s *Service) PublishKey(ctx context.Context, dev e2ee.DeviceID, raw []byte)
 	if err != nil {
 		return nil, s.refuse(op, subject, err)
 	}
-	cur, err := s.newestKey(ctx, dev)
-	if err != nil && !errors.Is(err, ErrNotFound) {
-		return nil, s.refuse(op, subject, err)
+	// A device publishes on every connection: the key this node already
+	// verified and cached is answered without asking the grid again.
+	cur, cached := s.keys.cache.get(dev)
+	if !cached || cur.olderThan(h) {
+		if cur, err = s.newestKey(ctx, dev); err != nil && !errors.Is(err, ErrNotFound) {
+			return nil, s.refuse(op, subject, err)
+		}
 	}
 	if cur != nil {
 		if h.olderThan(cur) {
