@@ -53,6 +53,8 @@ func (c *Client) handleOtherPush(p *wire.Push) {
 	switch p.Name {
 	case pushLinkFrame:
 		c.deliverLinkFrame(p)
+	case pushLinkClosed:
+		c.deliverLinkClosed(p)
 	default:
 		c.log.Debug("ignoring push", "name", p.Name)
 	}

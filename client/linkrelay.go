@@ -3,7 +3,6 @@ package client
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"sync"
@@ -21,6 +20,8 @@ const (
 	opLinkOpen    = "link.open"
 	opLinkSend    = "link.send"
 	pushLinkFrame = "link.frame"
+	// pushLinkClosed tells a side its rendezvous ended: {"rendezvous", "reason"}.
+	pushLinkClosed = "link.closed"
 	// maxLinkQueue caps link frames waiting to be read; a run has five to a few dozen.
 	maxLinkQueue = 64
 )
@@ -34,6 +35,15 @@ type linkFrame struct {
 	Rendezvous []byte `json:"rendezvous"`
 	Frame      []byte `json:"frame"`
 }
+
+type linkClosed struct {
+	Rendezvous []byte `json:"rendezvous"`
+	Reason     string `json:"reason"`
+}
+
+// ErrLinkClosed is returned by a GatewayRelay's Recv after the gateway ended the rendezvous: the other device
+// left, or it expired.
+var ErrLinkClosed = errors.New("client: link rendezvous closed by the gateway")
 
 // pipeEnd is one end of a PipeRelay.
 type pipeEnd struct {
@@ -82,23 +92,77 @@ func (p *pipeEnd) Close() error {
 	return nil
 }
 
-// gatewayRelay carries link frames through a gateway's rendezvous.
+// GatewayRelay is a LinkRelay through a gateway's rendezvous (docs/PROTOCOL.md §9.6). A rendezvous lives on
+// one gateway: the new device must join it on the gateway that Gateway names.
+type GatewayRelay struct {
+	g *gatewayRelay
+}
+
+// Gateway returns the WebSocket URL of the gateway that holds the rendezvous.
+func (r *GatewayRelay) Gateway() string { return r.g.gateway }
+
+// Send forwards one frame to the other device.
+func (r *GatewayRelay) Send(ctx context.Context, f []byte) error { return r.g.Send(ctx, f) }
+
+// Recv waits for the next frame from the other device. It fails once the gateway connection is gone (the
+// rendezvous went with it).
+func (r *GatewayRelay) Recv(ctx context.Context) ([]byte, error) { return r.g.Recv(ctx) }
+
+// Close leaves the rendezvous on this side. It is idempotent.
+func (r *GatewayRelay) Close() error { return r.g.Close() }
+
+// gatewayRelay carries link frames through a gateway's rendezvous, on one connection.
 type gatewayRelay struct {
 	rendezvous []byte
-	call       func(ctx context.Context, op string, body, out any) error
+	gateway    string
+	cn         *conn
 	frames     chan []byte
 	closeFn    func()
 	once       sync.Once
+
+	endOnce sync.Once
+	ended   chan struct{} // closed on link.closed
+	reason  string        // link.closed's reason, written before ended is closed
+}
+
+func newGatewayRelay(rv []byte, gateway string, cn *conn) *gatewayRelay {
+	return &gatewayRelay{rendezvous: rv, gateway: gateway, cn: cn, frames: make(chan []byte, maxLinkQueue),
+		ended: make(chan struct{})}
+}
+
+// end records that the gateway closed the rendezvous.
+func (g *gatewayRelay) end(reason string) {
+	g.endOnce.Do(func() {
+		g.reason = reason
+		close(g.ended)
+	})
 }
 
 func (g *gatewayRelay) Send(ctx context.Context, f []byte) error {
-	return g.call(ctx, opLinkSend, linkFrame{Rendezvous: g.rendezvous, Frame: f}, nil)
+	if err := g.cn.call(ctx, opLinkSend, linkFrame{Rendezvous: g.rendezvous, Frame: f}, nil); err != nil {
+		return fmt.Errorf("client: link relay send: %w", err)
+	}
+	return nil
 }
 
 func (g *gatewayRelay) Recv(ctx context.Context) ([]byte, error) {
 	select {
 	case f := <-g.frames:
 		return f, nil
+	case <-g.cn.done:
+		select {
+		case f := <-g.frames:
+			return f, nil
+		default:
+		}
+		return nil, fmt.Errorf("client: link relay: %w", ErrDisconnected)
+	case <-g.ended:
+		select {
+		case f := <-g.frames:
+			return f, nil
+		default:
+		}
+		return nil, fmt.Errorf("%w (%s)", ErrLinkClosed, g.reason)
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
@@ -109,10 +173,19 @@ func (g *gatewayRelay) Close() error {
 	return nil
 }
 
+// parseLinkFrame decodes a "link.frame" push strictly.
+func parseLinkFrame(p *wire.Push) (linkFrame, bool) {
+	var lf linkFrame
+	if err := wire.StrictUnmarshal(p.Body, &lf); err != nil || len(lf.Frame) == 0 || len(lf.Frame) > link.MaxFrameSize {
+		return linkFrame{}, false
+	}
+	return lf, true
+}
+
 // deliverLinkFrame routes a "link.frame" push to the relay waiting for it.
 func (c *Client) deliverLinkFrame(p *wire.Push) {
-	var lf linkFrame
-	if err := wire.StrictUnmarshal(p.Body, &lf); err != nil || len(lf.Frame) > link.MaxFrameSize {
+	lf, ok := parseLinkFrame(p)
+	if !ok {
 		return
 	}
 	c.mu.Lock()
@@ -127,10 +200,30 @@ func (c *Client) deliverLinkFrame(p *wire.Push) {
 	}
 }
 
-// HostRelay opens inv's rendezvous on the client's gateway connection.
-func (c *Client) HostRelay(ctx context.Context, inv *Invitation) (LinkRelay, error) {
+// deliverLinkClosed ends the relay of a "link.closed" push.
+func (c *Client) deliverLinkClosed(p *wire.Push) {
+	var lc linkClosed
+	if err := wire.StrictUnmarshal(p.Body, &lc); err != nil || len(lc.Reason) > 64 {
+		return
+	}
+	c.mu.Lock()
+	g := c.linkRelays[string(lc.Rendezvous)]
+	c.mu.Unlock()
+	if g != nil {
+		g.end(lc.Reason)
+	}
+}
+
+// HostRelay opens inv's rendezvous on the client's current gateway connection, which the relay then keeps
+// using: the new device must join on the gateway the relay's Gateway names, and the run fails if that
+// connection drops.
+func (c *Client) HostRelay(ctx context.Context, inv *Invitation) (*GatewayRelay, error) {
+	cn, err := c.current(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("client: open link rendezvous: %w", err)
+	}
 	rv := inv.Rendezvous()
-	g := &gatewayRelay{rendezvous: rv, call: c.call, frames: make(chan []byte, maxLinkQueue)}
+	g := newGatewayRelay(rv, cn.url, cn)
 	c.mu.Lock()
 	if c.linkRelays == nil {
 		c.linkRelays = map[string]*gatewayRelay{}
@@ -139,19 +232,21 @@ func (c *Client) HostRelay(ctx context.Context, inv *Invitation) (LinkRelay, err
 	c.mu.Unlock()
 	g.closeFn = func() {
 		c.mu.Lock()
-		delete(c.linkRelays, string(rv))
+		if c.linkRelays[string(rv)] == g {
+			delete(c.linkRelays, string(rv))
+		}
 		c.mu.Unlock()
 	}
-	if err := c.call(ctx, opLinkOpen, linkOpen{Rendezvous: rv, Role: "host"}, nil); err != nil {
+	if err := cn.call(ctx, opLinkOpen, linkOpen{Rendezvous: rv, Role: "host"}, nil); err != nil {
 		g.Close()
-		return nil, fmt.Errorf("client: open link rendezvous: %w (does this gateway relay device links?)", err)
+		return nil, fmt.Errorf("client: open link rendezvous at %s: %w", cn.url, err)
 	}
-	return g, nil
+	return &GatewayRelay{g: g}, nil
 }
 
-// JoinRelay opens the ticket's rendezvous on a fresh, unauthenticated connection to the first gateway of cfg
-// that answers (the new device has no registered keys yet).
-func JoinRelay(ctx context.Context, cfg Config, t link.Ticket) (LinkRelay, error) {
+// JoinRelay opens the ticket's rendezvous on a fresh, unauthenticated connection (the new device has no
+// registered keys yet) to the first gateway of cfg that holds it: list the gateway the old device shows.
+func JoinRelay(ctx context.Context, cfg Config, t link.Ticket) (*GatewayRelay, error) {
 	cfg, err := cfg.withDefaults()
 	if err != nil {
 		return nil, err
@@ -163,20 +258,24 @@ func JoinRelay(ctx context.Context, cfg Config, t link.Ticket) (LinkRelay, error
 			lastErr = err
 			continue
 		}
-		g := &gatewayRelay{rendezvous: t.Rendezvous, call: cn.call, frames: make(chan []byte, maxLinkQueue)}
+		g := newGatewayRelay(t.Rendezvous, url, cn)
 		stop := make(chan struct{})
 		var wg sync.WaitGroup
 		wg.Go(func() {
 			for {
 				for _, p := range cn.takePushes() {
-					if p.Name != pushLinkFrame {
-						continue
-					}
-					var lf linkFrame
-					if err := json.Unmarshal(p.Body, &lf); err == nil && bytes.Equal(lf.Rendezvous, t.Rendezvous) {
-						select {
-						case g.frames <- lf.Frame:
-						default:
+					switch p.Name {
+					case pushLinkFrame:
+						if lf, ok := parseLinkFrame(p); ok && bytes.Equal(lf.Rendezvous, t.Rendezvous) {
+							select {
+							case g.frames <- lf.Frame:
+							default:
+							}
+						}
+					case pushLinkClosed:
+						var lc linkClosed
+						if wire.StrictUnmarshal(p.Body, &lc) == nil && bytes.Equal(lc.Rendezvous, t.Rendezvous) && len(lc.Reason) <= 64 {
+							g.end(lc.Reason)
 						}
 					}
 				}
@@ -199,7 +298,7 @@ func JoinRelay(ctx context.Context, cfg Config, t link.Ticket) (LinkRelay, error
 			lastErr = fmt.Errorf("client: open link rendezvous at %s: %w", url, err)
 			continue
 		}
-		return g, nil
+		return &GatewayRelay{g: g}, nil
 	}
 	return nil, lastErr
 }

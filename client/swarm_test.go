@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -20,6 +21,7 @@ import (
 	"github.com/iagon/gridchat/e2ee/link"
 	"github.com/iagon/gridchat/internal/gridtest"
 	"github.com/iagon/gridchat/node"
+	"github.com/iagon/gridchat/wire"
 )
 
 // grid is a real in-process swarm with clients on it.
@@ -73,7 +75,7 @@ func (g *grid) link(host *client.Client, kind link.Kind, nodes ...int) *client.C
 	if err != nil {
 		g.t.Fatal(err)
 	}
-	hr, jr := client.PipeRelay()
+	hr, jr := g.gatewayRelays(host, inv, ticket)
 	done := make(chan error, 1)
 	go func() {
 		_, err := host.HostLink(g.ctx, inv, hr)
@@ -91,6 +93,23 @@ func (g *grid) link(host *client.Client, kind link.Kind, nodes ...int) *client.C
 		g.t.Fatal(err)
 	}
 	return c
+}
+
+// gatewayRelays opens inv's rendezvous on host's gateway and joins it there with ticket from a fresh,
+// unauthenticated connection, as a new device does.
+func (g *grid) gatewayRelays(host *client.Client, inv *client.Invitation, ticket link.Ticket) (*client.GatewayRelay, *client.GatewayRelay) {
+	g.t.Helper()
+	hr, err := host.HostRelay(g.ctx, inv)
+	if err != nil {
+		g.t.Fatalf("host relay: %v", err)
+	}
+	cfg := g.config()
+	cfg.Gateways = []string{hr.Gateway()}
+	jr, err := client.JoinRelay(g.ctx, cfg, ticket)
+	if err != nil {
+		g.t.Fatalf("join relay at %s: %v", hr.Gateway(), err)
+	}
+	return hr, jr
 }
 
 // waitTexts waits until c shows want as the texts of conv, in order.
@@ -198,11 +217,19 @@ func TestMain(m *testing.M) { gridtest.VerifyTestMain(m) }
 // recordingRelay keeps every frame that passes, to check what a relay (a gateway) could see.
 type recordingRelay struct {
 	client.LinkRelay
-	frames *[][]byte
+	rec *recorded
+}
+
+// recorded is what the relays of one run sent.
+type recorded struct {
+	mu     sync.Mutex
+	frames [][]byte
 }
 
 func (r recordingRelay) Send(ctx context.Context, f []byte) error {
-	*r.frames = append(*r.frames, bytes.Clone(f))
+	r.rec.mu.Lock()
+	r.rec.frames = append(r.rec.frames, bytes.Clone(f))
+	r.rec.mu.Unlock()
 	return r.LinkRelay.Send(ctx, f)
 }
 
@@ -219,7 +246,7 @@ func TestLinkingByQRAndShortCodeAndWrongCodeFails(t *testing.T) {
 	}
 	_ = alice2
 
-	// A wrong code: a valid code of another invitation.
+	// A wrong code: this invitation's rendezvous (the gateway pairs by it) with another invitation's secret.
 	inv, err := alice1.InviteDevice(link.KindShortCode)
 	if err != nil {
 		t.Fatal(err)
@@ -230,15 +257,27 @@ func TestLinkingByQRAndShortCodeAndWrongCodeFails(t *testing.T) {
 		t.Fatal(err)
 	}
 	right, _ := client.ParseInvitation(nil, inv.ShortCode)
-	hr, jr := client.PipeRelay()
-	var frames [][]byte
+	wrong.Rendezvous = right.Rendezvous
+	hr, jr := g.gatewayRelays(alice1, inv, wrong)
+	// A third device that learnt the rendezvous cannot join the pair.
+	cfg := g.config()
+	cfg.Gateways = []string{hr.Gateway()}
+	if _, err := client.JoinRelay(g.ctx, cfg, right); !errors.Is(err, wire.ErrLinkTaken) {
+		t.Fatalf("third party joining the rendezvous: %v, want wire.ErrLinkTaken", err)
+	}
+	rec := &recorded{}
 	done := make(chan error, 1)
 	go func() {
-		_, err := alice1.HostLink(g.ctx, inv, recordingRelay{hr, &frames})
+		_, err := alice1.HostLink(g.ctx, inv, recordingRelay{hr, rec})
 		done <- err
 	}()
-	_, jerr := client.Link(g.ctx, g.config(1), wrong, recordingRelay{jr, &frames})
+	_, jerr := client.Link(g.ctx, g.config(1), wrong, recordingRelay{jr, rec})
+	if jerr != nil {
+		// The host waits for the joiner's confirmation, which never comes: leaving the rendezvous ends its run.
+		jr.Close()
+	}
 	herr := <-done
+	frames := rec.frames
 	// The joiner checks the host's confirmation first and aborts; the host's run ends without a device.
 	if !errors.Is(jerr, link.ErrWrongCode) || herr == nil {
 		t.Fatalf("wrong code: joiner %v, host %v; want link.ErrWrongCode and a failed run", jerr, herr)

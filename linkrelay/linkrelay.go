@@ -27,6 +27,9 @@ const (
 	OpSend = "link.send"
 	// PushFrame carries a frame from the other side: body Frame.
 	PushFrame = "link.frame"
+	// PushClosed tells a side that its rendezvous ended (the other side left, it expired or it used up its
+	// frames): body Closed.
+	PushClosed = "link.closed"
 )
 
 // Roles of OpenRequest.
@@ -45,6 +48,25 @@ type OpenRequest struct {
 type Frame struct {
 	Rendezvous []byte `json:"rendezvous"`
 	Frame      []byte `json:"frame"`
+}
+
+// Closed is the body of the "link.closed" push.
+type Closed struct {
+	Rendezvous []byte `json:"rendezvous"`
+	// Reason is "expired", "disconnected", "frames" or "peer_gone".
+	Reason string `json:"reason"`
+}
+
+// notice is a link.closed push to send once the service's lock is released.
+type notice struct {
+	push gateway.Pusher
+	body Closed
+}
+
+func sendNotices(ns []notice) {
+	for _, n := range ns {
+		_ = n.push.Push(PushClosed, n.body) // the side may be gone too; nothing to tell then
+	}
 }
 
 // Limits bounds the rendezvous. DefaultLimits gives the documented defaults (docs/PROTOCOL.md §8); zero fields
@@ -236,15 +258,17 @@ func (s *Service) Len() int {
 // SweepInterval.
 func (s *Service) Sweep() int {
 	now := s.now()
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	var ns []notice
 	n := 0
+	s.mu.Lock()
 	for _, r := range s.rvs {
 		if s.expired(r, now) {
-			s.drop(r, "expired")
+			s.drop(r, "expired", &ns)
 			n++
 		}
 	}
+	s.mu.Unlock()
+	sendNotices(ns)
 	return n
 }
 
@@ -266,8 +290,8 @@ func (s *Service) expired(r *rendezvous, now time.Time) bool {
 	return now.Sub(r.active) >= s.lim.TTL || now.Sub(r.created) >= s.lim.MaxLifetime
 }
 
-// drop forgets r; s.mu is held.
-func (s *Service) drop(r *rendezvous, reason string) {
+// drop forgets r and adds a link.closed notice for each of its sides to ns; s.mu is held.
+func (s *Service) drop(r *rendezvous, reason string, ns *[]notice) {
 	delete(s.rvs, r.id)
 	for _, sd := range []*side{r.host, r.join} {
 		if sd == nil {
@@ -276,16 +300,17 @@ func (s *Service) drop(r *rendezvous, reason string) {
 		if cs := s.conns[sd.connID]; cs != nil {
 			delete(cs.rvs, r.id)
 		}
+		*ns = append(*ns, notice{push: sd.push, body: Closed{Rendezvous: []byte(r.id), Reason: reason}})
 	}
 	s.metrics.dropped.WithLabelValues(reason).Inc()
 	s.metrics.live.Set(float64(len(s.rvs)))
 }
 
 // lookup returns the live rendezvous id, dropping it if it expired; s.mu is held.
-func (s *Service) lookup(id string, now time.Time) *rendezvous {
+func (s *Service) lookup(id string, now time.Time, ns *[]notice) *rendezvous {
 	r := s.rvs[id]
 	if r != nil && s.expired(r, now) {
-		s.drop(r, "expired")
+		s.drop(r, "expired", ns)
 		return nil
 	}
 	return r
@@ -322,6 +347,8 @@ func (s *Service) opOpen(_ context.Context, c *gateway.Call) (any, error) {
 	}
 	now := s.now()
 	id := string(req.Rendezvous)
+	var ns []notice
+	defer func() { sendNotices(ns) }() // runs after the unlock below
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	cs := s.conn(c.ConnID)
@@ -331,7 +358,7 @@ func (s *Service) opOpen(_ context.Context, c *gateway.Call) (any, error) {
 	if len(cs.rvs) >= s.lim.MaxPerConn {
 		return nil, s.refuse(OpOpen, wire.Errorf(wire.CodeBusy, "this connection takes part in %d rendezvous already", len(cs.rvs)))
 	}
-	r := s.lookup(id, now)
+	r := s.lookup(id, now, &ns)
 	me := &side{connID: c.ConnID, push: c.Pusher()}
 	switch req.Role {
 	case RoleHost:
@@ -372,8 +399,10 @@ func (s *Service) opSend(_ context.Context, c *gateway.Call) (any, error) {
 		return nil, s.refuse(OpSend, wire.Errorf(wire.CodeTooLarge, "link frame of %d bytes; the limit is %d", len(req.Frame), s.lim.MaxFrameBytes))
 	}
 	now := s.now()
+	var ns []notice
+	defer func() { sendNotices(ns) }()
 	s.mu.Lock()
-	r := s.lookup(string(req.Rendezvous), now)
+	r := s.lookup(string(req.Rendezvous), now, &ns)
 	var peer *side
 	switch {
 	case r == nil:
@@ -393,7 +422,7 @@ func (s *Service) opSend(_ context.Context, c *gateway.Call) (any, error) {
 		return nil, s.refuse(OpSend, wire.Errorf(wire.CodeUnavailable, "the other device has not joined yet"))
 	}
 	if r.frames >= s.lim.MaxFrames {
-		s.drop(r, "frames")
+		s.drop(r, "frames", &ns)
 		s.mu.Unlock()
 		return nil, s.refuse(OpSend, wire.Errorf(wire.CodeTooLarge, "the rendezvous carried its %d frames and is closed", s.lim.MaxFrames))
 	}
@@ -404,7 +433,7 @@ func (s *Service) opSend(_ context.Context, c *gateway.Call) (any, error) {
 	if err := peer.push.Push(PushFrame, Frame{Rendezvous: req.Rendezvous, Frame: req.Frame}); err != nil {
 		s.mu.Lock()
 		if s.rvs[r.id] == r {
-			s.drop(r, "peer_gone")
+			s.drop(r, "peer_gone", &ns)
 		}
 		s.mu.Unlock()
 		return nil, s.refuse(OpSend, wire.Errorf(wire.CodeUnavailable, "the other device is gone"))
@@ -415,18 +444,18 @@ func (s *Service) opSend(_ context.Context, c *gateway.Call) (any, error) {
 
 // connClosed drops every rendezvous the connection took part in.
 func (s *Service) connClosed(connID string) {
+	var ns []notice
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	cs := s.conns[connID]
-	if cs == nil {
-		return
-	}
-	for id := range cs.rvs {
-		if r := s.rvs[id]; r != nil {
-			s.drop(r, "disconnected")
+	if cs := s.conns[connID]; cs != nil {
+		for id := range cs.rvs {
+			if r := s.rvs[id]; r != nil {
+				s.drop(r, "disconnected", &ns)
+			}
 		}
+		delete(s.conns, connID)
 	}
-	delete(s.conns, connID)
+	s.mu.Unlock()
+	sendNotices(ns)
 }
 
 // metrics are the service's Prometheus metrics.

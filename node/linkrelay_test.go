@@ -314,6 +314,9 @@ func TestLinkRendezvousExpiresUnpairedAndIdleAndDropsOnDisconnect(t *testing.T) 
 	}
 	host.Close()
 	waitRendezvous(t, nd, 0)
+	if reason := nextClosed(t, joiner2, rv2); reason != "disconnected" {
+		t.Fatalf("link.closed reason %q, want disconnected", reason)
+	}
 	if err := linkSend(ctx, joiner2, rv2, []byte("anyone?")); !errors.Is(err, wire.ErrNotFound) {
 		t.Fatalf("send after the host left: %v, want not_found", err)
 	}
@@ -352,5 +355,31 @@ func waitRendezvous(t *testing.T, nd *node.Node, n int) {
 			t.Fatalf("node holds %d link rendezvous, want %d", nd.LinkRelay().Len(), n)
 		}
 		time.Sleep(10 * time.Millisecond) // polling a count the connection's goroutine updates, with a deadline
+	}
+}
+
+// nextClosed waits for the link.closed push of rendezvous rv on c and returns its reason.
+func nextClosed(t *testing.T, c *gatewaytest.Client, rv []byte) string {
+	t.Helper()
+	ctx := deliveryCtx(t)
+	for {
+		select {
+		case p, ok := <-c.Pushes():
+			if !ok {
+				t.Fatalf("connection ended waiting for link.closed: %v", c.Err())
+			}
+			if p.Name != linkrelay.PushClosed {
+				continue
+			}
+			var cl linkrelay.Closed
+			if err := json.Unmarshal(p.Body, &cl); err != nil {
+				t.Fatal(err)
+			}
+			if bytes.Equal(cl.Rendezvous, rv) {
+				return cl.Reason
+			}
+		case <-ctx.Done():
+			t.Fatal("no link.closed push")
+		}
 	}
 }
