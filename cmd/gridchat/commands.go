@@ -81,20 +81,29 @@ conversation history, end to end encrypted through the grid.`,
 			if err != nil {
 				return err
 			}
+			// The rendezvous lives on the gateway this device is connected to: open it before showing the
+			// invitation, and tell the new device where it is.
+			ctx, cancel := context.WithTimeout(cmd.Context(), link.DefaultLifetime)
+			defer cancel()
+			relay, err := c.HostRelay(ctx, inv)
+			if err != nil {
+				return err
+			}
 			out := cmd.OutOrStdout()
+			var join string
 			if qr {
 				text := base64.RawURLEncoding.EncodeToString(inv.QRPayload)
 				qrterminal.GenerateHalfBlock(text, qrterminal.L, out)
 				fmt.Fprintf(out, "link payload: %s\n", text)
+				join = "--payload " + text
 			} else {
 				fmt.Fprintf(out, "link code: %s\n", inv.ShortCode)
+				join = "--code " + inv.ShortCode
 			}
-			fmt.Fprintln(out, "waiting for the new device (gridchat link --code ...)")
-			relay, err := c.HostRelay(cmd.Context(), inv)
-			if err != nil {
-				return err
-			}
-			dev, err := c.HostLink(cmd.Context(), inv, relay)
+			fmt.Fprintf(out, "link gateway: %s\n", relay.Gateway())
+			fmt.Fprintf(out, "on the new device run: gridchat link --node %s %s\n", relay.Gateway(), join)
+			fmt.Fprintf(out, "waiting for the new device (this invitation ends in %s)\n", link.DefaultLifetime)
+			dev, err := c.HostLink(ctx, inv, relay)
 			if err != nil {
 				return err
 			}
@@ -102,9 +111,9 @@ conversation history, end to end encrypted through the grid.`,
 			if noHistory {
 				return nil
 			}
-			ctx, cancel := context.WithTimeout(cmd.Context(), 2*time.Minute)
-			defer cancel()
-			n, err := c.SendHistory(ctx, dev)
+			hctx, hcancel := context.WithTimeout(cmd.Context(), 2*time.Minute)
+			defer hcancel()
+			n, err := c.SendHistory(hctx, dev)
 			if err != nil {
 				return fmt.Errorf("device linked, but the history transfer failed: %w", err)
 			}
@@ -123,7 +132,9 @@ func newLinkCmd(e *env) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "link --node URL (--code CODE | --payload TEXT)",
 		Short: "Join an existing account as a new device (run on the new device)",
-		Args:  cobra.NoArgs,
+		Long: `Join the account of the device that ran "gridchat invite". --node must be the link gateway that
+"gridchat invite" printed: the invitation waits there, and only there.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if len(nodes) == 0 {
 				return usagef("link needs --node URL")
@@ -161,7 +172,7 @@ func newLinkCmd(e *env) *cobra.Command {
 			return waitHistory(cmd.Context(), c, cmd.OutOrStdout())
 		},
 	}
-	cmd.Flags().StringArrayVar(&nodes, "node", nil, "gateway URL of any node (repeatable)")
+	cmd.Flags().StringArrayVar(&nodes, "node", nil, "the link gateway shown by \"gridchat invite\" (repeatable)")
 	cmd.Flags().StringVar(&code, "code", "", "the short code shown by the old device")
 	cmd.Flags().StringVar(&payload, "payload", "", "the link payload shown under the old device's QR code")
 	return cmd

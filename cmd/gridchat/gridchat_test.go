@@ -213,3 +213,91 @@ func TestGridchatHelpAndUsageErrors(t *testing.T) {
 		t.Fatalf("chat without a device: %v", err)
 	}
 }
+
+// Acceptance 4 as processes: "gridchat invite" on the old device prints a code and the gateway holding the
+// rendezvous; "gridchat link" on another process joins there, and the new device then sees both devices of
+// the account. Linking through another node of the swarm fails with an error that says where to link.
+func TestGridchatInviteAndLinkProcessesAgainstGridnodeSwarm(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs binaries")
+	}
+	gridchat, gridnode := buildBinaries(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+
+	swarm := exec.CommandContext(ctx, gridnode, "swarm", "-n", "2", "--data-dir", t.TempDir())
+	swarm.Cancel = func() error { return swarm.Process.Signal(os.Interrupt) }
+	swarm.WaitDelay = 20 * time.Second
+	out, err := swarm.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	swarm.Stderr = os.Stderr
+	if err := swarm.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cancel(); _ = swarm.Wait() })
+	nodes := watch(out)
+	nodes.waitFor(t, "swarm ready", time.Minute)
+	gw := func(n string) string {
+		line := nodes.waitFor(t, "node="+n+" ", time.Second)
+		for _, f := range strings.Fields(line) {
+			if v, ok := strings.CutPrefix(f, "gateway="); ok {
+				return v
+			}
+		}
+		t.Fatalf("no gateway in %q", line)
+		return ""
+	}
+	gw1, gw2 := gw("1"), gw("2")
+
+	run := func(home string, args ...string) (string, error) {
+		cmd := exec.CommandContext(ctx, gridchat, append([]string{"--home", home}, args...)...)
+		b, err := cmd.CombinedOutput()
+		return string(b), err
+	}
+	old, fresh := t.TempDir(), t.TempDir()
+	if b, err := run(old, "init", "--node", gw1, "--username", "alice"); err != nil {
+		t.Fatalf("init: %v\n%s", err, b)
+	}
+
+	invite := exec.CommandContext(ctx, gridchat, "--home", old, "invite")
+	invOut, _ := invite.StdoutPipe()
+	invite.Stderr = os.Stderr
+	if err := invite.Start(); err != nil {
+		t.Fatal(err)
+	}
+	inv := watch(invOut)
+	code := strings.TrimSpace(strings.TrimPrefix(inv.waitFor(t, "link code: ", 30*time.Second), "link code: "))
+	linkGW := strings.TrimSpace(strings.TrimPrefix(inv.waitFor(t, "link gateway: ", time.Second), "link gateway: "))
+	if !strings.Contains(linkGW, strings.TrimPrefix(gw1, "http://")) {
+		t.Fatalf("invite names gateway %q; alice is on %s", linkGW, gw1)
+	}
+	inv.waitFor(t, "gridchat link --node "+linkGW+" --code "+code, time.Second)
+
+	// The rendezvous is on alice's gateway only: the other node does not know it.
+	b, err := run(t.TempDir(), "link", "--node", gw2, "--code", code)
+	if err == nil || !strings.Contains(b, "not_found") {
+		t.Fatalf("link on another gateway: %v\n%s", err, b)
+	}
+
+	b, err = run(fresh, "link", "--node", linkGW, "--code", code)
+	if err != nil || !strings.Contains(b, "linked to account") {
+		t.Fatalf("link: %v\n%s", err, b)
+	}
+	inv.waitFor(t, "linked", 30*time.Second)
+	if err := invite.Wait(); err != nil {
+		t.Fatalf("invite: %v", err)
+	}
+	devs, err := run(fresh, "devices")
+	if err != nil {
+		t.Fatalf("devices: %v\n%s", err, devs)
+	}
+	if n := strings.Count(devs, " added "); n != 2 || !strings.Contains(devs, "(this device)") {
+		t.Fatalf("the new device sees:\n%s\nwant both devices of the account", devs)
+	}
+	oldDevs, _ := run(old, "devices")
+	if strings.Count(oldDevs, " added ") != 2 {
+		t.Fatalf("the old device sees:\n%s", oldDevs)
+	}
+}
