@@ -300,4 +300,25 @@ func TestGridchatInviteAndLinkProcessesAgainstGridnodeSwarm(t *testing.T) {
 	if strings.Count(oldDevs, " added ") != 2 {
 		t.Fatalf("the old device sees:\n%s", oldDevs)
 	}
+
+	// The QR path: the payload under the QR code, linked from a third process.
+	third := t.TempDir()
+	qrInvite := exec.CommandContext(ctx, gridchat, "--home", old, "invite", "--qr")
+	qrOut, _ := qrInvite.StdoutPipe()
+	qrInvite.Stderr = os.Stderr
+	if err := qrInvite.Start(); err != nil {
+		t.Fatal(err)
+	}
+	qr := watch(qrOut)
+	payload := strings.TrimSpace(strings.TrimPrefix(qr.waitFor(t, "link payload: ", 30*time.Second), "link payload: "))
+	qrGW := strings.TrimSpace(strings.TrimPrefix(qr.waitFor(t, "link gateway: ", time.Second), "link gateway: "))
+	if b, err := run(third, "link", "--node", qrGW, "--payload", payload); err != nil || !strings.Contains(b, "linked to account") {
+		t.Fatalf("link by QR payload: %v\n%s", err, b)
+	}
+	if err := qrInvite.Wait(); err != nil {
+		t.Fatalf("invite --qr: %v", err)
+	}
+	if devs, _ := run(third, "devices"); strings.Count(devs, " added ") != 3 {
+		t.Fatalf("the third device sees:\n%s\nwant three devices", devs)
+	}
 }
