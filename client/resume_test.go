@@ -12,6 +12,7 @@ import (
 	"github.com/iagon/gridchat/e2ee"
 	"github.com/iagon/gridchat/internal/gridtest"
 	"github.com/iagon/gridchat/node"
+	"github.com/iagon/gridchat/wire"
 )
 
 // countEvents counts the message events of one client instance per (sender device, number) until its event
@@ -139,8 +140,22 @@ func TestExpiredEnvelopesAreReportedAsGapOnReconnect(t *testing.T) {
 	send(t, g.ctx, alice, conv, "hello")
 	waitTexts(t, bob, conv, []string{"hello"})
 	bob.Close()
+	// Bob is offline once his gateway has seen the connection end: an envelope pushed before that fails as
+	// "gone" instead of reaching the mailbox.
+	for deadline := time.Now().Add(10 * time.Second); nodes[1].Hub().Connected(wire.DeviceID(bob.Device())); {
+		if time.Now().After(deadline) {
+			t.Fatal("bob's gateway still lists him 10 s after he closed")
+		}
+		time.Sleep(10 * time.Millisecond) // polling the gateway's connection table with a deadline
+	}
+	drain(alice)
 	for i := range 3 {
 		send(t, g.ctx, alice, conv, fmt.Sprintf("lost %d", i))
+		for _, st := range deliveryStatuses(t, alice) {
+			if st.Device == bob.Device() && st.Status != wire.StatusStored {
+				t.Fatalf("message %d to offline bob: %s (%s), want stored", i, st.Status, st.Reason)
+			}
+		}
 	}
 	// Two minutes pass on the mailboxes' clock (within every proof's allowed skew): the three expire.
 	clock.advance(2 * time.Minute)
