@@ -105,11 +105,11 @@ func (n *Node) revoked(dev e2ee.DeviceID) {
 func (n *Node) revocationLoop() {
 	for {
 		select {
-		case <-n.ctx.Done():
+		case <-n.loopCtx.Done():
 			return
 		case dev := <-n.revocations:
 			id := wire.DeviceID(dev)
-			if err := n.mbox.Revoke(n.ctx, id); err != nil && n.ctx.Err() == nil {
+			if err := n.mbox.Revoke(n.loopCtx, id); err != nil && n.loopCtx.Err() == nil {
 				n.log.Warn("drop revoked device's mailbox", "device", dev.String(), "err", err)
 			}
 			if k := n.deliv.hub.Disconnect(id, "device revoked"); k > 0 {

@@ -89,6 +89,11 @@ type Node struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+	// loopCtx and loops are revocationLoop's: it uses the mailbox and the
+	// hub, so Close stops it before them.
+	loopCtx    context.Context
+	loopCancel context.CancelFunc
+	loops      sync.WaitGroup
 
 	closeOnce sync.Once
 	closeErr  error
@@ -114,6 +119,7 @@ func New(ctx context.Context, cfg Config) (_ *Node, err error) {
 		n.receipts = newGridReceipts(cfg.Chain.WitnessQuorum, p.witnesses)
 	}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
+	n.loopCtx, n.loopCancel = context.WithCancel(n.ctx)
 	// On any failure below, close what was opened, in reverse order.
 	defer func() {
 		if err != nil {
@@ -200,7 +206,7 @@ func New(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if err := n.registerDirectoryOps(); err != nil {
 		return nil, err
 	}
-	n.wg.Go(n.revocationLoop)
+	n.loops.Go(n.revocationLoop)
 
 	if err := n.gw.Start(); err != nil {
 		return nil, fmt.Errorf("node: %w", err)
@@ -241,7 +247,11 @@ func (n *Node) openDatastore() (ds.Batching, error) {
 	if err != nil {
 		return nil, fmt.Errorf("node: open datastore %s: %w", path, err)
 	}
-	return store, nil
+	guarded, err := newClosingStore(store, n.log.With("part", "datastore"), n.reg)
+	if err != nil {
+		return nil, errors.Join(err, store.Close())
+	}
+	return guarded, nil
 }
 
 func (n *Node) newHost(key crypto.PrivKey, p parsed) (host.Host, error) {
@@ -307,13 +317,23 @@ func resourceLimits(r ResourceLimits) rcmgr.ConcreteLimitConfig {
 	}.Build(base)
 }
 
-// Close stops the node: the gateway first (no new requests), then the
-// node's goroutines and gossipsub, the DHT (which flushes its records), the
-// libp2p host, and last the datastore. It waits for every goroutine it
+// Close stops the node: the WebSocket API and the gateway first (no new
+// requests; those in flight are cancelled), then every service, each
+// waiting for its own goroutines, then the node's goroutines and gossipsub,
+// the DHT (which flushes its records), the libp2p host, and last the
+// datastore, once nothing is left that writes to it. It waits for every goroutine it
 // started and is safe to call more than once.
 func (n *Node) Close() error {
 	n.closeOnce.Do(func() {
 		var errs []error
+		n.loopCancel()
+		n.loops.Wait()
+		if n.deliv != nil && n.deliv.hub != nil {
+			// WebSockets first: the HTTP server does not track hijacked
+			// connections, so the hub closes them (1001) and waits for their
+			// operations before the gateway stops taking requests.
+			errs = append(errs, n.deliv.hub.Close())
+		}
 		if n.gw != nil {
 			ctx, cancel := context.WithTimeout(context.Background(), n.cfg.ShutdownTimeout)
 			errs = append(errs, n.gw.Close(ctx))
