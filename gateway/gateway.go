@@ -112,6 +112,11 @@ type Server struct {
 	ln       net.Listener
 	srv      *http.Server
 	serveErr chan error
+	// reqCtx is every request's base context; Close cancels it first, so
+	// that a handler waiting on the grid (a directory lookup stuck on a DHT
+	// query) returns at once instead of holding Shutdown until its deadline.
+	reqCtx    context.Context
+	cancelReq context.CancelFunc
 }
 
 // New returns a server for node with the built-in routes (GET /healthz,
@@ -189,8 +194,10 @@ func (s *Server) Start() error {
 	if s.started {
 		return ErrStarted
 	}
+	s.reqCtx, s.cancelReq = context.WithCancel(context.Background())
 	s.srv = &http.Server{
 		Handler:           s.instrument(s.mux),
+		BaseContext:       func(net.Listener) context.Context { return s.reqCtx },
 		ReadHeaderTimeout: s.cfg.ReadHeaderTimeout,
 		ReadTimeout:       s.cfg.ReadTimeout,
 		WriteTimeout:      s.cfg.WriteTimeout,
@@ -227,8 +234,10 @@ func (s *Server) URL() string {
 	return "http://" + net.JoinHostPort(host.String(), strconv.Itoa(a.Port))
 }
 
-// Close stops accepting requests, waits up to ctx's deadline for those in
-// flight, then closes what remains. It is safe to call more than once.
+// Close stops accepting requests, cancels the context of those in flight,
+// waits up to ctx's deadline for them to return, then closes what remains.
+// Hijacked connections (WebSockets) are not its to wait for: their owner
+// closes them. It is safe to call more than once.
 func (s *Server) Close(ctx context.Context) error {
 	s.mu.Lock()
 	if s.closed {
@@ -245,6 +254,7 @@ func (s *Server) Close(ctx context.Context) error {
 		}
 		return nil
 	}
+	s.cancelReq()
 	err := srv.Shutdown(ctx)
 	if err != nil {
 		// Out of time: drop the connections that are left.

@@ -241,6 +241,42 @@ func TestCloseWaitsForRequestsInFlight(t *testing.T) {
 	}
 }
 
+func TestCloseCancelsTheContextOfRequestsInFlight(t *testing.T) {
+	s := newServer(t, prometheus.NewRegistry(), newFakeNode(t))
+	entered := make(chan struct{})
+	if err := s.Handle("GET /lookup", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// A handler waiting on the grid (a DHT query) until its request's context ends.
+		close(entered)
+		<-r.Context().Done()
+		http.Error(w, "shutting down", http.StatusServiceUnavailable)
+	})); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(); err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan int, 1)
+	go func() {
+		resp, err := http.Get(s.URL() + "/lookup")
+		if err != nil {
+			got <- 0
+			return
+		}
+		resp.Body.Close()
+		got <- resp.StatusCode
+	}()
+	<-entered
+	// Without cancellation the handler never returns and Close runs into its deadline.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := s.Close(ctx); err != nil {
+		t.Fatalf("Close with a lookup in flight: %v", err)
+	}
+	if code := <-got; code != http.StatusServiceUnavailable {
+		t.Errorf("request in flight got status %d, want %d", code, http.StatusServiceUnavailable)
+	}
+}
+
 func TestNewChecksConfig(t *testing.T) {
 	fn := newFakeNode(t)
 	if _, err := New(Config{Addr: "127.0.0.1:0"}, fn); err == nil {
