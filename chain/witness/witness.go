@@ -131,6 +131,12 @@ type Witness struct {
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
 	closeOnce sync.Once
+
+	// streamMu guards closed and inbound: the add-checkpoint streams being
+	// served, which Close cuts and waits for (they write to the datastore).
+	streamMu sync.Mutex
+	closed   bool
+	inbound  map[network.Stream]struct{}
 }
 
 type seenLog struct {
@@ -232,12 +238,18 @@ func New(ctx context.Context, cfg Config) (*Witness, error) {
 	return w, nil
 }
 
-// Close stops serving and following gossip, and waits for its goroutines. It
-// is idempotent.
+// Close stops serving and following gossip, cuts the streams being served,
+// and waits for its goroutines and handlers. It is idempotent.
 func (w *Witness) Close() error {
 	var err error
 	w.closeOnce.Do(func() {
 		w.cfg.Host.RemoveStreamHandler(ProtocolID)
+		w.streamMu.Lock()
+		w.closed = true
+		for s := range w.inbound {
+			_ = s.Reset()
+		}
+		w.streamMu.Unlock()
 		w.cancel()
 		w.sub.Cancel()
 		w.wg.Wait()
@@ -394,6 +406,24 @@ func (w *Witness) latest(ctx context.Context, origin string) (*opened, error) {
 
 // handleStream serves one add-checkpoint request.
 func (w *Witness) handleStream(s network.Stream) {
+	w.streamMu.Lock()
+	if w.closed {
+		w.streamMu.Unlock()
+		_ = s.Reset()
+		return
+	}
+	if w.inbound == nil {
+		w.inbound = make(map[network.Stream]struct{})
+	}
+	w.inbound[s] = struct{}{}
+	w.wg.Add(1)
+	w.streamMu.Unlock()
+	defer func() {
+		w.streamMu.Lock()
+		delete(w.inbound, s)
+		w.streamMu.Unlock()
+		w.wg.Done()
+	}()
 	defer s.Close()
 	if err := s.SetDeadline(w.cfg.Clock().Add(w.cfg.Limits.StreamTimeout)); err != nil {
 		s.Reset()
