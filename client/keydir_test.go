@@ -21,7 +21,7 @@ func TestFirstMessageToDeviceThatWentOfflineAfterRegisteringArrives(t *testing.T
 		t.Fatal(err)
 	}
 	// Bob publishes his key after authenticating; wait until the grid serves it, then take him offline.
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for {
 		_, err := g.nodes[0].Directory().LookupKey(g.ctx, bob.Device())
 		if err == nil {

@@ -63,7 +63,7 @@ func TestRevokingADeviceDropsItsMailboxCutsItsConnectionAndRefusesEnvelopes(t *t
 	if code := phoneConn.CloseStatus(ctx); code != gateway.CloseRevoked {
 		t.Fatalf("connection closed with %d, want %d (revoked)", code, gateway.CloseRevoked)
 	}
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for _, nd := range nodes {
 		for {
 			revoked, err := nd.Mailbox().Store().Revoked(ctx, dev)

@@ -103,7 +103,8 @@ func TestSwarmOfThreeServesHealthzAndExitsZeroOnSIGINT(t *testing.T) {
 		}
 		close(lines)
 	}()
-	deadline := time.After(10 * time.Second)
+	// Three nodes start in one process, under -race on a loaded machine; the deadline only guards against a hang.
+	deadline := time.After(60 * time.Second)
 	urls := map[string]string{} // gateway URL -> peer ID
 	for len(urls) < 3 {
 		select {
@@ -115,7 +116,7 @@ func TestSwarmOfThreeServesHealthzAndExitsZeroOnSIGINT(t *testing.T) {
 				urls[m[1]] = m[2]
 			}
 		case <-deadline:
-			t.Fatalf("gridnode swarm printed %d gateways in 10 s; stderr:\n%s", len(urls), stderr.String())
+			t.Fatalf("gridnode swarm printed %d gateways in 60 s; stderr:\n%s", len(urls), stderr.String())
 		}
 	}
 	client := &http.Client{Timeout: 2 * time.Second}
@@ -124,8 +125,8 @@ func TestSwarmOfThreeServesHealthzAndExitsZeroOnSIGINT(t *testing.T) {
 			if healthy(client, url) {
 				break
 			}
-			if time.Since(start) > 10*time.Second {
-				t.Fatalf("%s/healthz not OK within 10 s of start", url)
+			if time.Since(start) > 60*time.Second {
+				t.Fatalf("%s/healthz not OK within 60 s of start", url)
 			}
 			time.Sleep(50 * time.Millisecond) // polling a separate process
 		}

@@ -135,7 +135,7 @@ func TestWebSocketDeviceConnectingToAnotherNodeReceivesHundredInOrderOnce(t *tes
 		t.Fatalf("extra envelope %q", e.Ciphertext)
 	}
 	// Afterwards no replica holds any (deletes follow the acknowledgements; poll with a deadline).
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for {
 		c := copies(t, nodes, did(b))
 		if slices.Max(c) == 0 {
@@ -209,7 +209,7 @@ func TestWebSocketDeviceComingOnlineWhileSenderSendsGetsEverythingOnce(t *testin
 	if e, err := cb.NextEnvelope(short); err == nil {
 		t.Fatalf("extra envelope %q", e.Ciphertext)
 	}
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for {
 		c := copies(t, nodes, did(b))
 		if slices.Max(c) == 0 {
