@@ -12,7 +12,9 @@ import (
 )
 
 // Link relays. The gateway rendezvous that pairs two devices by rendezvous ID is specified in
-// docs/PROTOCOL.md §9.6 (operations "link.open" and "link.send", push "link.frame"); GatewayRelay speaks it.
+// docs/PROTOCOL.md §7 "Link operations" and §9.6 (operations "link.open" and "link.send", pushes "link.frame"
+// and "link.closed"); GatewayRelay speaks it. A rendezvous lives on one gateway: the host opens it where it is
+// connected and shows that gateway (GatewayRelay.Gateway) with the invitation.
 // PipeRelay connects two devices running in one process (or any app that carries the frames itself, e.g. over
 // a local connection between the two devices).
 
