@@ -303,13 +303,16 @@ func (p *Presence) Publish(ctx context.Context, record []byte) error {
 		p.rejected.WithLabelValues("dht_busy").Inc()
 		return nil
 	}
-	select {
-	case <-p.ctx.Done():
+	// The check and the Add happen under p.mu, as Close's cancel does, so a put is either refused or counted
+	// before Close waits: none starts after Close returned.
+	p.mu.Lock()
+	if p.ctx.Err() != nil {
+		p.mu.Unlock()
 		<-p.puts
 		return nil
-	default:
 	}
 	p.wg.Add(1)
+	p.mu.Unlock()
 	go func() {
 		defer p.wg.Done()
 		defer func() { <-p.puts }()
@@ -367,7 +370,9 @@ func (p *Presence) Locate(ctx context.Context, d wire.DeviceID) (Location, error
 // Close leaves the topic and waits for background DHT writes. It is idempotent.
 func (p *Presence) Close() error {
 	p.once.Do(func() {
+		p.mu.Lock()
 		p.cancel()
+		p.mu.Unlock()
 		if p.sub != nil {
 			p.sub.Cancel()
 		}

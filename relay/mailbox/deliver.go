@@ -73,10 +73,21 @@ collect:
 	}
 	dctx, cancel := context.WithCancel(s.ctx)
 	d.cancel = cancel
-	s.wg.Go(func() {
+	// Counted under s.mu, as Close marks the service closed, so that Close waits for every delivery it lets start.
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		cancel()
+		ss.Close()
+		return nil, fmt.Errorf("mailbox: deliver: %w", ErrClosed)
+	}
+	s.wg.Add(1)
+	s.mu.Unlock()
+	go func() {
+		defer s.wg.Done()
 		defer close(d.done)
 		d.err = d.run(dctx, p)
-	})
+	}()
 	return d, nil
 }
 
