@@ -117,6 +117,11 @@ type Server struct {
 	// query) returns at once instead of holding Shutdown until its deadline.
 	reqCtx    context.Context
 	cancelReq context.CancelFunc
+	// fresh holds the connections that have not yet sent a request
+	// (http.StateNew). Shutdown counts them as busy for 5 s (net/http's rule
+	// for a slow first request), so Close cuts them itself: a client's idle
+	// spare connection would otherwise hold Close until its deadline.
+	fresh map[net.Conn]struct{}
 }
 
 // New returns a server for node with the built-in routes (GET /healthz,
@@ -198,6 +203,7 @@ func (s *Server) Start() error {
 	s.srv = &http.Server{
 		Handler:           s.instrument(s.mux),
 		BaseContext:       func(net.Listener) context.Context { return s.reqCtx },
+		ConnState:         s.connState,
 		ReadHeaderTimeout: s.cfg.ReadHeaderTimeout,
 		ReadTimeout:       s.cfg.ReadTimeout,
 		WriteTimeout:      s.cfg.WriteTimeout,
@@ -255,6 +261,11 @@ func (s *Server) Close(ctx context.Context) error {
 		return nil
 	}
 	s.cancelReq()
+	s.mu.Lock()
+	for c := range s.fresh {
+		_ = c.Close()
+	}
+	s.mu.Unlock()
 	err := srv.Shutdown(ctx)
 	if err != nil {
 		// Out of time: drop the connections that are left.
@@ -267,6 +278,25 @@ func (s *Server) Close(ctx context.Context) error {
 		return fmt.Errorf("gateway: close: %w", err)
 	}
 	return nil
+}
+
+// connState tracks the connections without a request yet, and cuts one that
+// arrives once Close has begun.
+func (s *Server) connState(c net.Conn, st http.ConnState) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if st != http.StateNew {
+		delete(s.fresh, c)
+		return
+	}
+	if s.closed {
+		_ = c.Close()
+		return
+	}
+	if s.fresh == nil {
+		s.fresh = make(map[net.Conn]struct{})
+	}
+	s.fresh[c] = struct{}{}
 }
 
 func (s *Server) handleHealth(w http.ResponseWriter, _ *http.Request) {

@@ -277,6 +277,36 @@ func TestCloseCancelsTheContextOfRequestsInFlight(t *testing.T) {
 	}
 }
 
+func TestCloseDoesNotWaitForAConnectionThatSentNoRequest(t *testing.T) {
+	s := newServer(t, prometheus.NewRegistry(), newFakeNode(t))
+	if err := s.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// A client's spare connection: dialled, never used. net/http's Shutdown counts it as busy for 5 s.
+	c, err := net.Dial("tcp", s.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for {
+		s.mu.Lock()
+		n := len(s.fresh)
+		s.mu.Unlock()
+		if n == 1 {
+			break
+		}
+		time.Sleep(time.Millisecond) // polling the server's accept; the test's deadline bounds it
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Second)
+	defer cancel()
+	if err := s.Close(ctx); err != nil {
+		t.Fatalf("Close with an idle new connection: %v", err)
+	}
+	if _, err := c.Read(make([]byte, 1)); err == nil {
+		t.Error("the connection without a request is still open after Close")
+	}
+}
+
 func TestNewChecksConfig(t *testing.T) {
 	fn := newFakeNode(t)
 	if _, err := New(Config{Addr: "127.0.0.1:0"}, fn); err == nil {
