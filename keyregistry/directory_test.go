@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/peer"
+
 	"github.com/iagon/gridchat/e2ee"
 	"github.com/iagon/gridchat/internal/gridtest"
 	"github.com/iagon/gridchat/keyregistry"
@@ -94,12 +96,24 @@ func (g *grid) gatewayID(i int) []byte { return []byte(g.nodes[i].ID()) }
 // reach everyone.
 func (g *grid) waitTopicMesh() {
 	g.t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
 	want := min(len(g.nodes)-1, 8)
+	// A routing table may list a peer whose connection was since dropped (under load, or by the connection
+	// manager); gossipsub only counts connected peers, so connect every pair first.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
 	for _, nd := range g.nodes {
+		for _, other := range g.nodes {
+			if other != nd {
+				_ = nd.Host().Connect(ctx, peer.AddrInfo{ID: other.ID(), Addrs: other.Host().Addrs()})
+			}
+		}
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for i, nd := range g.nodes {
 		for len(nd.PubSub().ListPeers(keyregistry.Topic)) < want {
 			if time.Now().After(deadline) {
-				g.t.Fatalf("directory topic mesh not formed")
+				g.t.Fatalf("directory topic mesh not formed: node %d sees %d subscribed peers, want %d",
+					i, len(nd.PubSub().ListPeers(keyregistry.Topic)), want)
 			}
 			time.Sleep(10 * time.Millisecond) // polling an external condition with a deadline
 		}

@@ -201,7 +201,8 @@ func TestGridRefusesInvalidRecordFromMisbehavingNode(t *testing.T) {
 
 func TestGossipsubMessageFromNodeTwoReachesAllFive(t *testing.T) {
 	nodes := gridtest.Swarm(t, 5, gridtest.InMemory())
-	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	// Only guards against a hang: topic peers appear within seconds, more under -race on a loaded machine.
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	defer cancel()
 
 	const topicName = "/gridchat/test/1"

@@ -91,7 +91,7 @@ func newSwarm(t testing.TB, count int) []*node {
 		}
 	}
 	// Wait until every node knows every other follows the topic.
-	waitFor(t, 5*time.Second, "topic peers", func() bool {
+	waitFor(t, 20*time.Second, "topic peers", func() bool {
 		for _, n := range nodes {
 			if len(n.witness.TopicPeers()) < count-1 {
 				return false

