@@ -12,6 +12,7 @@ type metrics struct {
 	stored    prometheus.Counter
 	offline   prometheus.Counter
 	failed    *prometheus.CounterVec
+	fallback  *prometheus.CounterVec
 	dropped   *prometheus.CounterVec
 	inbound   prometheus.Counter
 }
@@ -28,13 +29,16 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Envelopes for devices that were offline with no mailbox service."}),
 		failed: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "gridchat_relay_failed_total",
 			Help: "Envelopes that failed, by reason."}, []string{"reason"}),
+		fallback: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "gridchat_relay_mailbox_fallback_total",
+			Help: "Envelopes handed to a mailbox after their live delivery failed, by the failure's reason."},
+			[]string{"reason"}),
 		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "gridchat_relay_dropped_total",
 			Help: "Deliver frames or streams dropped, by reason."}, []string{"reason"}),
 		inbound: prometheus.NewCounter(prometheus.CounterOpts{Name: "gridchat_relay_inbound_total",
 			Help: "Envelopes received from other nodes over the deliver protocol."}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.sent, m.delivered, m.stored, m.offline, m.failed, m.dropped, m.inbound} {
+		for _, c := range []prometheus.Collector{m.sent, m.delivered, m.stored, m.offline, m.failed, m.fallback, m.dropped, m.inbound} {
 			if err := reg.Register(c); err != nil {
 				return nil, err
 			}

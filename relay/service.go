@@ -426,8 +426,10 @@ func (s *Service) track() bool {
 }
 
 // Notify calls done once with the response for the sender when every recipient's outcome is known: at once if
-// they are, else from the goroutine that settles the last one. Devices found offline go to the mailbox first
-// (in a goroutine of the service); without one their status is wire.StatusOffline. done must not block.
+// they are, else from the goroutine that settles the last one. Devices found offline, and devices whose live
+// delivery failed as "gone", "ack_timeout" or "unreachable", go to the mailbox first (in a goroutine of the
+// service) and get its status; without a mailbox their status is wire.StatusOffline or that failure. done must
+// not block.
 // Notify or Wait is called once per Pending.
 func (p *Pending) Notify(done func(wire.SendResponse)) {
 	p.mu.Lock()
@@ -454,13 +456,32 @@ func (p *Pending) Wait(ctx context.Context) wire.SendResponse {
 	}
 }
 
-// finish builds the response once every outcome is in, storing offline recipients' envelopes first.
-func (p *Pending) finish() {
-	offline := false
-	for _, o := range p.outs {
-		offline = offline || o.Status == wire.StatusOffline
+// toMailbox reports whether an envelope with live outcome o goes to the recipient's mailbox: the device was
+// offline, or it was found online but the push did not complete (it disconnected first, did not acknowledge in
+// time, or its gateway could not be reached), so the envelope may not have reached it. A device that did get
+// the push sees the mailbox's copy as a duplicate by message ID (docs/PROTOCOL.md §7).
+func toMailbox(o Outcome) bool {
+	if o.Status == wire.StatusOffline {
+		return true
 	}
-	if !offline || p.s.mailbox == nil {
+	if o.Status != wire.StatusFailed {
+		return false
+	}
+	switch o.Reason {
+	case wire.FailGone, wire.FailAckTimeout, wire.FailUnreachable:
+		return true
+	}
+	return false
+}
+
+// finish builds the response once every outcome is in, storing the envelopes of recipients that were offline
+// or whose live delivery failed (toMailbox) first.
+func (p *Pending) finish() {
+	store := false
+	for _, o := range p.outs {
+		store = store || toMailbox(o)
+	}
+	if !store || p.s.mailbox == nil {
 		p.done(p.response(nil))
 		return
 	}
@@ -474,13 +495,17 @@ func (p *Pending) finish() {
 	}()
 }
 
-// response is the sender's response; with ctx set, offline recipients' envelopes go to the mailbox first.
+// response is the sender's response; with ctx set, the envelopes of recipients that toMailbox picks go to the
+// mailbox first, and their status is the mailbox's ("stored" or its refusal).
 func (p *Pending) response(ctx context.Context) wire.SendResponse {
 	resp := wire.SendResponse{Results: make([]wire.RecipientResult, len(p.devices))}
 	for i, d := range p.devices {
 		o := p.outs[i]
 		var receipts [][]byte
-		if o.Status == wire.StatusOffline && ctx != nil {
+		if ctx != nil && toMailbox(o) {
+			if o.Status == wire.StatusFailed {
+				p.s.metrics.fallback.WithLabelValues(o.Reason).Inc()
+			}
 			env := p.env
 			env.Recipient = d
 			rc, err := p.s.mailbox.Put(ctx, env)
