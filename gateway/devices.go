@@ -73,7 +73,7 @@ func (h *Hub) ConnectedDevices() int {
 // if the device has no connection here; failed with "ack_timeout" after WSLimits.AckTimeout, "gone" if the
 // device disconnects first, "busy" if MaxPendingPerDevice envelopes already await acknowledgement. An envelope
 // whose (sender, message ID) is still in the device's dedupe window is not pushed again; it gets the first
-// one's outcome.
+// one's outcome, unless that one failed: then it is pushed again.
 func (h *Hub) Push(env wire.Envelope) <-chan wire.Outcome {
 	ch := make(chan wire.Outcome, 1)
 	h.PushNotify(env, func(o wire.Outcome) { ch <- o })
@@ -92,7 +92,10 @@ func (h *Hub) PushNotify(env wire.Envelope, done func(wire.Outcome)) {
 		done(wire.Outcome{Status: wire.StatusOffline})
 		return
 	}
-	if d := ds.seen[k]; d != nil {
+	// A duplicate gets the first push's outcome, unless that push failed (the device disconnected or did not
+	// acknowledge in time): the envelope is then pushed again, as the mailbox does after relay stored it.
+	prev := ds.seen[k]
+	if d := prev; d != nil && (!d.done || d.out.Status != wire.StatusFailed) {
 		h.metrics.dropped.WithLabelValues("duplicate").Inc()
 		if d.done {
 			out := d.out
@@ -111,7 +114,11 @@ func (h *Hub) PushNotify(env wire.Envelope, done func(wire.Outcome)) {
 		return
 	}
 	d := &delivery{waiters: []func(wire.Outcome){done}}
-	ds.remember(k, d, h.lim.DedupeWindow)
+	if prev != nil {
+		ds.seen[k] = d // already in the ring
+	} else {
+		ds.remember(k, d, h.lim.DedupeWindow)
+	}
 	ds.pending[k] = d
 	h.metrics.pending.Inc()
 	recipient := env.Recipient
