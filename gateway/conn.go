@@ -39,6 +39,8 @@ type conn struct {
 	wg          sync.WaitGroup // writer, pinger and Deferred goroutines
 
 	mu        sync.Mutex
+	hsTimer   *time.Timer // the handshake deadline's timer, nil before serve sets it
+	hsUntil   time.Time   // when hsTimer fires
 	nonce     []byte
 	nonceUsed bool
 	authed    bool
@@ -70,6 +72,26 @@ func (c *conn) takeNonce() ([]byte, error) {
 	}
 	c.nonceUsed = true
 	return c.nonce, nil
+}
+
+// extendHandshake moves the handshake deadline of a connection that has not authenticated to d from now, when
+// that is later than the current deadline. It reports whether the deadline is now at least d away.
+func (c *conn) extendHandshake(d time.Duration) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.authed || c.hsTimer == nil {
+		return c.authed
+	}
+	until := time.Now().Add(d)
+	if !until.After(c.hsUntil) {
+		return true
+	}
+	if !c.hsTimer.Stop() {
+		return false // it fired: the connection is being cut
+	}
+	c.hsUntil = until
+	c.hsTimer.Reset(d)
+	return true
 }
 
 func (c *conn) identity() (bool, wire.DeviceID, e2ee.AccountID, *rate.Limiter) {
@@ -105,11 +127,16 @@ func (c *conn) serve(reqCtx context.Context) {
 		return
 	}
 	// The handshake deadline: a client that has not authenticated in time is cut, whatever it sends meanwhile.
-	timer := time.AfterFunc(h.lim.HandshakeTimeout, func() {
+	// A handler may extend it (extendHandshake) for a connection that needs longer without keys.
+	c.mu.Lock()
+	c.hsUntil = time.Now().Add(h.lim.HandshakeTimeout)
+	c.hsTimer = time.AfterFunc(h.lim.HandshakeTimeout, func() {
 		if authed, _, _, _ := c.identity(); !authed {
 			c.close(CloseHandshakeTimeout, "handshake timeout", "handshake_timeout")
 		}
 	})
+	timer := c.hsTimer
+	c.mu.Unlock()
 	defer timer.Stop()
 
 	var lastID uint64

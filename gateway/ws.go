@@ -73,6 +73,19 @@ type Call struct {
 // a service's registration). A second take fails with a *wire.Error of code wire.CodeBadNonce.
 func (c *Call) TakeNonce() ([]byte, error) { return c.conn.takeNonce() }
 
+// ExtendHandshake keeps a connection that has not authenticated open for d from now, past the handshake timeout
+// (WSLimits.HandshakeTimeout), when that is later than its current deadline: a service that lets a device
+// without keys take part in something bounded in time (a link rendezvous) uses it for that time. The frame size
+// cap and rate limits before auth still apply. It reports whether the connection's deadline is now at least d
+// away (true at once for an authenticated connection, false for one already being cut or without a
+// connection).
+func (c *Call) ExtendHandshake(d time.Duration) bool {
+	if c.conn == nil {
+		return false
+	}
+	return c.conn.extendHandshake(d)
+}
+
 // Handler runs one operation. It returns the response body (a struct, map or json.RawMessage encoding to a JSON
 // object, or nil for {}), a Deferred to finish the work outside the connection's read loop, or an error: a
 // *wire.Error reaches the client as is, any other error as wire.CodeInternal. Handlers run one at a time per

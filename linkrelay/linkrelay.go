@@ -381,6 +381,9 @@ func (s *Service) opOpen(_ context.Context, c *gateway.Call) (any, error) {
 			return nil, s.refuse(OpOpen, wire.Errorf(wire.CodeBadRequest, "a connection cannot join its own rendezvous"))
 		}
 		r.join, r.active = me, now
+		// A joiner has no keys to authenticate with: its connection stays open past the handshake timeout for
+		// as long as the rendezvous may live.
+		c.ExtendHandshake(s.lim.MaxLifetime - now.Sub(r.created))
 	}
 	cs.rvs[id] = struct{}{}
 	s.metrics.opened.WithLabelValues(req.Role).Inc()
