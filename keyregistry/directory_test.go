@@ -97,23 +97,50 @@ func (g *grid) gatewayID(i int) []byte { return []byte(g.nodes[i].ID()) }
 func (g *grid) waitTopicMesh() {
 	g.t.Helper()
 	want := min(len(g.nodes)-1, 8)
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
 	// A routing table may list a peer whose connection was since dropped (under load, or by the connection
 	// manager); gossipsub only counts connected peers, so connect every pair first.
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
+	connect := func(nd, other *node.Node) {
+		_ = nd.Host().Connect(ctx, peer.AddrInfo{ID: other.ID(), Addrs: other.Host().Addrs()})
+	}
 	for _, nd := range g.nodes {
 		for _, other := range g.nodes {
 			if other != nd {
-				_ = nd.Host().Connect(ctx, peer.AddrInfo{ID: other.ID(), Addrs: other.Host().Addrs()})
+				connect(nd, other)
 			}
 		}
 	}
+	// gossipsub opens its stream to a peer once per connection and does not retry when that fails (a
+	// negotiation timeout on a loaded machine); a peer still missing after a while gets a fresh connection.
+	const kickAfter = 10 * time.Second
 	deadline := time.Now().Add(60 * time.Second)
 	for i, nd := range g.nodes {
+		kick := time.Now().Add(kickAfter)
 		for len(nd.PubSub().ListPeers(keyregistry.Topic)) < want {
 			if time.Now().After(deadline) {
-				g.t.Fatalf("directory topic mesh not formed: node %d sees %d subscribed peers, want %d",
-					i, len(nd.PubSub().ListPeers(keyregistry.Topic)), want)
+				var conns []string
+				for j, other := range g.nodes {
+					if other != nd {
+						conns = append(conns, fmt.Sprintf("node %d %v", j, nd.Host().Network().Connectedness(other.ID())))
+					}
+				}
+				g.t.Fatalf("directory topic mesh not formed: node %d sees %d subscribed peers, want %d; pubsub peers %d; connections: %s",
+					i, len(nd.PubSub().ListPeers(keyregistry.Topic)), want, len(nd.PubSub().ListPeers("")), strings.Join(conns, ", "))
+			}
+			if time.Now().After(kick) && want == len(g.nodes)-1 {
+				have := make(map[peer.ID]bool)
+				for _, p := range nd.PubSub().ListPeers(keyregistry.Topic) {
+					have[p] = true
+				}
+				for j, other := range g.nodes {
+					if other != nd && !have[other.ID()] {
+						g.t.Logf("node %d: node %d is not a topic peer after %v; reconnecting", i, j, kickAfter)
+						_ = nd.Host().Network().ClosePeer(other.ID())
+						connect(nd, other)
+					}
+				}
+				kick = time.Now().Add(kickAfter)
 			}
 			time.Sleep(10 * time.Millisecond) // polling an external condition with a deadline
 		}
