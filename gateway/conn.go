@@ -77,13 +77,20 @@ func (c *conn) takeNonce() ([]byte, error) {
 // extendHandshake moves the handshake deadline of a connection that has not authenticated to d from now, when
 // that is later than the current deadline. It reports whether the deadline is now at least d away.
 func (c *conn) extendHandshake(d time.Duration) bool {
+	return c.resetHandshake(d, true)
+}
+
+// resetHandshake sets the handshake deadline of a connection that has not authenticated to d from now, only
+// later than the current one when later is set, only earlier otherwise. It reports whether the connection is
+// still waiting for its deadline (or authenticated).
+func (c *conn) resetHandshake(d time.Duration, later bool) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.authed || c.hsTimer == nil {
 		return c.authed
 	}
 	until := time.Now().Add(d)
-	if !until.After(c.hsUntil) {
+	if until.After(c.hsUntil) != later {
 		return true
 	}
 	if !c.hsTimer.Stop() {
@@ -92,6 +99,15 @@ func (c *conn) extendHandshake(d time.Duration) bool {
 	c.hsUntil = until
 	c.hsTimer.Reset(d)
 	return true
+}
+
+// EndHandshakeExtension ends what Call.ExtendHandshake granted: a connection that has still not authenticated
+// gets the handshake timeout (WSLimits.HandshakeTimeout) again, counted from now, if that is sooner than its
+// extended deadline. It does nothing for an authenticated connection.
+func (p Pusher) EndHandshakeExtension() {
+	if p.c != nil {
+		p.c.resetHandshake(p.c.hub.lim.HandshakeTimeout, false)
+	}
 }
 
 func (c *conn) identity() (bool, wire.DeviceID, e2ee.AccountID, *rate.Limiter) {

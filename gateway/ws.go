@@ -78,7 +78,7 @@ func (c *Call) TakeNonce() ([]byte, error) { return c.conn.takeNonce() }
 // without keys take part in something bounded in time (a link rendezvous) uses it for that time. The frame size
 // cap and rate limits before auth still apply. It reports whether the connection's deadline is now at least d
 // away (true at once for an authenticated connection, false for one already being cut or without a
-// connection).
+// connection). Call EndHandshakeExtension on the call's Pusher when the reason ends early.
 func (c *Call) ExtendHandshake(d time.Duration) bool {
 	if c.conn == nil {
 		return false

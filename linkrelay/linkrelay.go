@@ -61,11 +61,17 @@ type Closed struct {
 type notice struct {
 	push gateway.Pusher
 	body Closed
+	end  bool // the side takes part in no other rendezvous: end its handshake extension
 }
 
+// sendNotices tells each side that its rendezvous ended; a side left in no rendezvous that has not authenticated
+// (a joiner) gets the handshake timeout again from now (its connection was kept open for it, see opOpen).
 func sendNotices(ns []notice) {
 	for _, n := range ns {
 		_ = n.push.Push(PushClosed, n.body) // the side may be gone too; nothing to tell then
+		if n.end {
+			n.push.EndHandshakeExtension()
+		}
 	}
 }
 
@@ -297,10 +303,12 @@ func (s *Service) drop(r *rendezvous, reason string, ns *[]notice) {
 		if sd == nil {
 			continue
 		}
+		end := true
 		if cs := s.conns[sd.connID]; cs != nil {
 			delete(cs.rvs, r.id)
+			end = len(cs.rvs) == 0
 		}
-		*ns = append(*ns, notice{push: sd.push, body: Closed{Rendezvous: []byte(r.id), Reason: reason}})
+		*ns = append(*ns, notice{push: sd.push, body: Closed{Rendezvous: []byte(r.id), Reason: reason}, end: end})
 	}
 	s.metrics.dropped.WithLabelValues(reason).Inc()
 	s.metrics.live.Set(float64(len(s.rvs)))
@@ -382,7 +390,7 @@ func (s *Service) opOpen(_ context.Context, c *gateway.Call) (any, error) {
 		}
 		r.join, r.active = me, now
 		// A joiner has no keys to authenticate with: its connection stays open past the handshake timeout for
-		// as long as the rendezvous may live.
+		// as long as the rendezvous may live (until it ends: sendNotices).
 		c.ExtendHandshake(s.lim.MaxLifetime - now.Sub(r.created))
 	}
 	cs.rvs[id] = struct{}{}

@@ -13,7 +13,8 @@ import (
 
 // TestJoinerWithOpenRendezvousOutlivesHandshakeTimeout: with a 1 s handshake timeout, a new device that joined
 // an open link rendezvous stays connected without authenticating after a connection opened later without one
-// was cut at its timeout, and still exchanges link frames with the host.
+// was cut at its timeout, and still exchanges link frames with the host; once the rendezvous ends, the joiner is
+// cut at the handshake timeout.
 func TestJoinerWithOpenRendezvousOutlivesHandshakeTimeout(t *testing.T) {
 	nd := gridtest.Swarm(t, 1, gridtest.Configure(func(_ int, cfg *node.Config) {
 		cfg.Delivery.WS.HandshakeTimeout = time.Second
@@ -43,5 +44,10 @@ func TestJoinerWithOpenRendezvousOutlivesHandshakeTimeout(t *testing.T) {
 	}
 	if got := nextFrame(t, joiner, rv); string(got) != "from the host" {
 		t.Fatalf("joiner got %q", got)
+	}
+	// The rendezvous ends (the host leaves): the joiner, still without auth, is cut at the handshake timeout.
+	host.Close()
+	if code := joiner.CloseStatus(ctx); code != gateway.CloseHandshakeTimeout {
+		t.Fatalf("joiner after its rendezvous ended closed with %d, want %d", code, gateway.CloseHandshakeTimeout)
 	}
 }
