@@ -677,38 +677,53 @@ type directoryAccount struct {
 }
 
 func (c *Client) lookup(ctx context.Context, path string) ([]byte, error) {
+	var a directoryAccount
+	if err := c.directoryGet(ctx, path, maxDirectoryResponse, &a); err != nil {
+		return nil, err
+	}
+	return c.chainOfRecord(a.Record)
+}
+
+// errDirectoryGone is directoryGet's answer to HTTP 410: the directory knows the thing and refuses to serve
+// it (a revoked device's key); the caller names what that means.
+var errDirectoryGone = errors.New("client: directory: gone")
+
+// directoryGet reads one JSON answer of at most limit bytes from the gateway's directory routes into v.
+// A 404 is ErrNotFound and a 410 errDirectoryGone; any other failure names the path.
+func (c *Client) directoryGet(ctx context.Context, path string, limit int64, v any) error {
 	base, err := c.httpBase()
 	if err != nil {
-		return nil, err
+		return err
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+path, nil)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	resp, err := c.cfg.HTTPClient.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("client: directory %s: %w", path, err)
+		return fmt.Errorf("client: directory %s: %w", path, err)
 	}
 	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, maxDirectoryResponse+1))
+	body, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
 	if err != nil {
-		return nil, fmt.Errorf("client: directory %s: %w", path, err)
+		return fmt.Errorf("client: directory %s: %w", path, err)
 	}
-	if len(body) > maxDirectoryResponse {
-		return nil, fmt.Errorf("client: directory %s: answer over %d bytes", path, maxDirectoryResponse)
+	if int64(len(body)) > limit {
+		return fmt.Errorf("client: directory %s: answer over %d bytes", path, limit)
 	}
 	switch resp.StatusCode {
 	case http.StatusOK:
 	case http.StatusNotFound:
-		return nil, fmt.Errorf("%w: %s", ErrNotFound, path)
+		return fmt.Errorf("%w: %s", ErrNotFound, path)
+	case http.StatusGone:
+		return fmt.Errorf("%w: %s", errDirectoryGone, path)
 	default:
-		return nil, fmt.Errorf("client: directory %s: HTTP %d: %s", path, resp.StatusCode, strings.TrimSpace(string(body)))
+		return fmt.Errorf("client: directory %s: HTTP %d: %s", path, resp.StatusCode, strings.TrimSpace(string(body)))
 	}
-	var a directoryAccount
-	if err := json.Unmarshal(body, &a); err != nil {
-		return nil, fmt.Errorf("client: directory %s: %w", path, err)
+	if err := json.Unmarshal(body, v); err != nil {
+		return fmt.Errorf("client: directory %s: %w", path, err)
 	}
-	return c.chainOfRecord(a.Record)
+	return nil
 }
 
 // chainOfRecord extracts the chain from a directory record ({1: version, 2: chain, 3: receipts}).

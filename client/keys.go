@@ -3,12 +3,8 @@ package client
 import (
 	"context"
 	"crypto/rand"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"net/http"
-	"strings"
 	"sync"
 
 	"github.com/iagon/gridchat/e2ee"
@@ -174,39 +170,13 @@ type directoryKeyAnswer struct {
 
 // lookupKey asks the gateway in use for device id's signed messaging key (GET /v1/devices/{id}/key).
 func (c *Client) lookupKey(ctx context.Context, id e2ee.DeviceID) ([]byte, error) {
-	base, err := c.httpBase()
-	if err != nil {
-		return nil, err
-	}
-	path := "/v1/devices/" + id.String() + "/key"
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+path, nil)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := c.cfg.HTTPClient.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("client: directory %s: %w", path, err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, maxKeyResponse+1))
-	if err != nil {
-		return nil, fmt.Errorf("client: directory %s: %w", path, err)
-	}
-	if len(body) > maxKeyResponse {
-		return nil, fmt.Errorf("client: directory %s: answer over %d bytes", path, maxKeyResponse)
-	}
-	switch resp.StatusCode {
-	case http.StatusOK:
-	case http.StatusNotFound:
-		return nil, fmt.Errorf("%w: %s", ErrNotFound, path)
-	case http.StatusGone:
-		return nil, fmt.Errorf("%w: device %s (directory)", ErrRevokedDevice, id)
-	default:
-		return nil, fmt.Errorf("client: directory %s: HTTP %d: %s", path, resp.StatusCode, strings.TrimSpace(string(body)))
-	}
 	var a directoryKeyAnswer
-	if err := json.Unmarshal(body, &a); err != nil {
-		return nil, fmt.Errorf("client: directory %s: %w", path, err)
+	err := c.directoryGet(ctx, "/v1/devices/"+id.String()+"/key", maxKeyResponse, &a)
+	if errors.Is(err, errDirectoryGone) {
+		return nil, fmt.Errorf("%w: device %s (directory)", ErrRevokedDevice, id)
+	}
+	if err != nil {
+		return nil, err
 	}
 	return a.Key, nil
 }
