@@ -554,6 +554,10 @@ func TestRegistrationNonceRules(t *testing.T) {
 	g := newGrid(t, 2)
 	d := g.dir(0)
 
+	t.Run("without the device's keys", func(t *testing.T) {
+		_, err := d.Nonce("c0", nil)
+		mustRefuse(t, "nonce without a device", err, keyregistry.ErrMalformed)
+	})
 	t.Run("replayed", func(t *testing.T) {
 		_, req := g.prepareRegistration(0, "c1")
 		if _, err := d.Register(ctxT(t), "c1", req); err != nil {

@@ -293,33 +293,30 @@ func (s *Service) Close() error {
 
 func (s *Service) now() time.Time { return s.cfg.Validator.Now() }
 
-// Nonce issues a registration nonce bound to the connection conn. If dev is
-// given (the device's encoded public keys), the grant also carries a key
+// Nonce issues a registration nonce bound to the connection conn for the
+// device whose encoded public keys are dev; the grant also carries a key
 // challenge sealed to its messaging key, which Register then requires.
 func (s *Service) Nonce(conn string, dev []byte) (NonceGrant, error) {
 	const op = "nonce"
-	var g *regGrant
-	if dev != nil {
-		dp, err := e2ee.DecodeDevicePublic(dev)
-		if err != nil {
-			return NonceGrant{}, s.refuse(op, "", kind(ErrMalformed, err))
-		}
-		g = &regGrant{device: dp}
+	if len(dev) == 0 {
+		// A nonce without the device's keys carries no key challenge, and registration refuses it: say so now.
+		return NonceGrant{}, s.refuse(op, "", kind(ErrMalformed, errors.New("a registration nonce needs the device's public keys")))
 	}
+	dp, err := e2ee.DecodeDevicePublic(dev)
+	if err != nil {
+		return NonceGrant{}, s.refuse(op, "", kind(ErrMalformed, err))
+	}
+	g := &regGrant{device: dp}
 	n, exp, err := s.nonces.issue(conn, g)
 	if err != nil {
 		return NonceGrant{}, s.refuse(op, "", err)
 	}
-	out := NonceGrant{Nonce: n, Expires: exp}
-	if g != nil {
-		ch, err := e2ee.NewKeyChallenge(g.device, s.cfg.GatewayID, n[:])
-		if err != nil {
-			return NonceGrant{}, s.refuse(op, "", kind(ErrMalformed, err))
-		}
-		g.challenge = ch
-		out.Challenge = ch.Sealed
+	ch, err := e2ee.NewKeyChallenge(g.device, s.cfg.GatewayID, n[:])
+	if err != nil {
+		return NonceGrant{}, s.refuse(op, "", kind(ErrMalformed, err))
 	}
-	return out, nil
+	g.challenge = ch
+	return NonceGrant{Nonce: n, Expires: exp, Challenge: ch.Sealed}, nil
 }
 
 // ConnClosed forgets the live nonces of a closed connection.
