@@ -8,7 +8,6 @@ import (
 
 	ds "github.com/ipfs/go-datastore"
 	"github.com/ipfs/go-datastore/query"
-	kaddht "github.com/libp2p/go-libp2p-kad-dht"
 	kb "github.com/libp2p/go-libp2p-kbucket"
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -206,37 +205,7 @@ func (s *Service) newestKey(ctx context.Context, id e2ee.DeviceID) (*keyHeld, er
 // fetchKey asks the grid for device id's key record with the lookup quorum
 // and returns the newest valid answer.
 func (s *Service) fetchKey(ctx context.Context, id e2ee.DeviceID) (*keyHeld, error) {
-	key := MessagingKeyKey(id)
-	ctx, cancel := context.WithTimeout(ctx, s.lim.LookupTimeout)
-	defer cancel()
-	ch, err := s.cfg.Router.SearchValue(ctx, key, kaddht.Quorum(s.lim.LookupQuorum))
-	if err != nil {
-		return nil, fmt.Errorf("%w: search %s: %v", ErrUnavailable, key, err)
-	}
-	var best *keyHeld
-	answers := 0
-	for val := range ch {
-		answers++
-		h, err := s.keys.val.open(key, val)
-		if err != nil {
-			s.m.badAnswers.WithLabelValues("invalid").Inc()
-			continue
-		}
-		if best != nil {
-			if !best.olderThan(h) {
-				continue
-			}
-			s.m.badAnswers.WithLabelValues("superseded").Inc()
-		}
-		best = h
-	}
-	if best == nil {
-		if err := ctx.Err(); err != nil && answers == 0 {
-			return nil, fmt.Errorf("%w: search %s: %v", ErrUnavailable, key, err)
-		}
-		return nil, ErrNotFound
-	}
-	return best, nil
+	return searchBest(ctx, s, MessagingKeyKey(id), s.keys.val.open, (*keyHeld).olderThan)
 }
 
 // adoptKey offers a verified key record to the cache, which only moves

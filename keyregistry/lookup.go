@@ -26,17 +26,29 @@ func (s *Service) fetch(ctx context.Context, key string) (*held, error) {
 	if v == nil {
 		return nil, fmt.Errorf("%w: namespace %q", ErrMalformed, ns)
 	}
+	return searchBest(ctx, s, key, v.open, func(best, h *held) bool {
+		rel := relate(best, h)
+		return rel == e2ee.Extends || (rel == e2ee.Same && betterSame(best, h))
+	})
+}
+
+// searchBest asks the grid for key with the lookup quorum and keeps the best
+// answer: every answer is opened (checked) again with open, and a later
+// answer replaces the best so far only if supersedes(best, later). An answer
+// that fails our checks, or one superseded by a later answer, shows that some
+// peer served a bad or stale record, and is counted.
+func searchBest[T any](ctx context.Context, s *Service, key string, open func(key string, value []byte) (*T, error), supersedes func(best, later *T) bool) (*T, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.lim.LookupTimeout)
 	defer cancel()
 	ch, err := s.cfg.Router.SearchValue(ctx, key, kaddht.Quorum(s.lim.LookupQuorum))
 	if err != nil {
 		return nil, fmt.Errorf("%w: search %s: %v", ErrUnavailable, key, err)
 	}
-	var best *held
+	var best *T
 	answers := 0
 	for val := range ch {
 		answers++
-		h, err := v.open(key, val)
+		h, err := open(key, val)
 		if err != nil {
 			// kad-dht validated it already; a failure here means our own
 			// checks are stricter than the DHT's, so it counts as a lie.
@@ -44,7 +56,7 @@ func (s *Service) fetch(ctx context.Context, key string) (*held, error) {
 			continue
 		}
 		if best != nil {
-			if rel := relate(best, h); rel != e2ee.Extends && !(rel == e2ee.Same && betterSame(best, h)) {
+			if !supersedes(best, h) {
 				continue
 			}
 			// An earlier, worse answer was superseded: some peer served a
