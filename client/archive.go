@@ -211,34 +211,20 @@ func Restore(ctx context.Context, cfg Config, blobs BlobStore, passphrase string
 	if len(data) > MaxArchiveBytes {
 		return nil, fmt.Errorf("%w: %d bytes", ErrBadArchive, len(data))
 	}
-	st, err := openStore(cfg)
-	if err != nil {
-		return nil, err
-	}
-	if _, ok := st.Get(bucketSelf, keyDevice); ok {
-		st.Close()
-		return nil, ErrExists
-	}
-	cd, err := newCodec()
-	if err != nil {
-		st.Close()
-		return nil, err
-	}
-	tmp := &Client{cd: cd}
-	err = tmp.readArchive(bytes.NewReader(data), []byte(passphrase), nil, func(e archiveEntry) error {
-		return st.Put(e.Bucket, e.Key, e.Value)
+	return openState(cfg, func(st *store.Store) error {
+		cd, err := newCodec()
+		if err != nil {
+			return err
+		}
+		tmp := &Client{cd: cd}
+		err = tmp.readArchive(bytes.NewReader(data), []byte(passphrase), nil, func(e archiveEntry) error {
+			return st.Put(e.Bucket, e.Key, e.Value)
+		})
+		if err != nil {
+			return fmt.Errorf("client: restore: %w", err)
+		}
+		return nil
 	})
-	if err != nil {
-		st.Close()
-		return nil, fmt.Errorf("client: restore: %w", err)
-	}
-	c, err := load(cfg, st)
-	if err != nil {
-		st.Close()
-		return nil, err
-	}
-	c.start()
-	return c, nil
 }
 
 // --- history for a linked device ------------------------------------------------------------------------

@@ -180,9 +180,25 @@ func Open(ctx context.Context, cfg Config) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
+	return openState(cfg, nil)
+}
+
+// openState opens cfg's state store and starts the client on it. With fill, the store must hold no device
+// yet, and fill writes the new device's state first; the store is closed again on any failure.
+func openState(cfg Config, fill func(*store.Store) error) (*Client, error) {
 	st, err := openStore(cfg)
 	if err != nil {
 		return nil, err
+	}
+	if fill != nil {
+		if _, ok := st.Get(bucketSelf, keyDevice); ok {
+			st.Close()
+			return nil, ErrExists
+		}
+		if err := fill(st); err != nil {
+			st.Close()
+			return nil, err
+		}
 	}
 	c, err := load(cfg, st)
 	if err != nil {

@@ -233,31 +233,14 @@ func Link(ctx context.Context, cfg Config, ticket link.Ticket, relay LinkRelay) 
 
 // create writes a new device's keys and account chain into an empty state directory and opens the client.
 func create(cfg Config, dev *e2ee.DeviceKeys, chain *e2ee.Chain) (*Client, error) {
-	st, err := openStore(cfg)
-	if err != nil {
-		return nil, err
-	}
-	if _, ok := st.Get(bucketSelf, keyDevice); ok {
-		st.Close()
-		return nil, ErrExists
-	}
-	err = st.Update(func(b *store.Batch) error {
-		b.Put(bucketSelf, keyDevice, dev.Encode())
-		b.Put(bucketSelf, keyChain, chain.Encode())
-		b.Put(bucketChains, chain.AccountID().String(), chain.Encode())
-		return nil
+	return openState(cfg, func(st *store.Store) error {
+		return st.Update(func(b *store.Batch) error {
+			b.Put(bucketSelf, keyDevice, dev.Encode())
+			b.Put(bucketSelf, keyChain, chain.Encode())
+			b.Put(bucketChains, chain.AccountID().String(), chain.Encode())
+			return nil
+		})
 	})
-	if err != nil {
-		st.Close()
-		return nil, err
-	}
-	c, err := load(cfg, st)
-	if err != nil {
-		st.Close()
-		return nil, err
-	}
-	c.start()
-	return c, nil
 }
 
 // Devices returns this account's devices as its verified chain states them (fetched fresh from the
