@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"reflect"
 	"strconv"
 )
 
@@ -42,56 +43,18 @@ const maxOpLen = 64
 // emptyBody is the body of a frame that carried none.
 var emptyBody = json.RawMessage("{}")
 
-// fields splits one JSON object into its members, strictly: exactly one valid JSON object and nothing after
-// it, keys matched exactly (encoding/json would otherwise match "ID" to "id"), no duplicate keys, and only
-// allowed keys. It validates once with json.Valid and then walks the top level by hand, which is several times
-// faster than encoding/json's token API on frames that carry kilobytes of base64.
-func fields(data []byte, allowed ...string) (map[string]json.RawMessage, error) {
-	if !json.Valid(data) {
-		return nil, errors.New("not valid JSON")
-	}
-	i := skipSpace(data, 0)
-	if i >= len(data) || data[i] != '{' {
-		return nil, errors.New("frame is not a JSON object")
-	}
-	m := make(map[string]json.RawMessage, len(allowed))
-	i = skipSpace(data, i+1)
-	if data[i] == '}' {
-		return m, nil
-	}
-	for {
-		// A key: json.Valid guarantees a string here. Keys with escapes are never among the allowed ones.
-		end := i + 1
-		for data[end] != '"' {
-			if data[end] == '\\' {
-				return nil, errors.New("escaped field name")
-			}
-			end++
-		}
-		key := string(data[i+1 : end])
-		known := false
-		for _, a := range allowed {
-			if key == a {
-				known = true
-				break
-			}
-		}
-		if !known {
-			return nil, fmt.Errorf("unknown field %q", key)
-		}
-		if _, dup := m[key]; dup {
-			return nil, fmt.Errorf("duplicate field %q", key)
-		}
-		i = skipSpace(data, end+1) + 1 // past ':'
-		i = skipSpace(data, i)
-		vend := skipValue(data, i)
-		m[key] = json.RawMessage(data[i:vend])
-		i = skipSpace(data, vend)
-		if data[i] == '}' {
-			return m, nil
-		}
-		i = skipSpace(data, i+1) // past ','
-	}
+// frame holds the raw members of a frame, by index in its list of allowed names; nil when absent.
+type frame [5][]byte
+
+// splitFrame splits one frame, a JSON object, into its members strictly (see json.go): one valid JSON object
+// and nothing after it, names matched exactly, no name twice, only the allowed names.
+func splitFrame(data []byte, names []string) (frame, error) {
+	var f frame
+	err := members(data, names, func(k int, val []byte) error {
+		f[k] = val
+		return nil
+	})
+	return f, err
 }
 
 func skipSpace(data []byte, i int) int {
@@ -101,51 +64,13 @@ func skipSpace(data []byte, i int) int {
 	return i
 }
 
-// skipValue returns the end of the JSON value starting at i, in input json.Valid accepted.
-func skipValue(data []byte, i int) int {
-	depth := 0
-	for ; i < len(data); i++ {
-		switch c := data[i]; c {
-		case '"':
-			for i++; data[i] != '"'; i++ {
-				if data[i] == '\\' {
-					i++
-				}
-			}
-			if depth == 0 {
-				return i + 1
-			}
-		case '{', '[':
-			depth++
-		case '}', ']':
-			if depth == 0 {
-				return i
-			}
-			depth--
-			if depth == 0 {
-				return i + 1
-			}
-		case ',':
-			if depth == 0 {
-				return i
-			}
-		case ' ', '\t', '\n', '\r':
-			if depth == 0 {
-				return i
-			}
-		}
-	}
-	return i
-}
-
-func decodeVersion(m map[string]json.RawMessage) error {
-	raw, ok := m["v"]
-	if !ok {
+func decodeVersion(raw []byte) error {
+	if raw == nil {
 		return Errorf(CodeMalformed, "missing v")
 	}
-	var v int
-	if err := json.Unmarshal(raw, &v); err != nil {
-		return Errorf(CodeMalformed, "bad v: %v", err)
+	v, err := jsonInt(raw, 64)
+	if err != nil || string(raw) == "null" {
+		return Errorf(CodeMalformed, "bad v: must be an integer")
 	}
 	if v != Version {
 		return Errorf(CodeUnsupportedVersion, "version %d not supported (want %d)", v, Version)
@@ -153,62 +78,70 @@ func decodeVersion(m map[string]json.RawMessage) error {
 	return nil
 }
 
-func decodeID(m map[string]json.RawMessage) (uint64, error) {
-	raw, ok := m["id"]
-	if !ok {
+func decodeID(raw []byte) (uint64, error) {
+	if raw == nil {
 		return 0, Errorf(CodeMalformed, "missing id")
 	}
-	var id uint64
-	if err := json.Unmarshal(raw, &id); err != nil || id == 0 || id > MaxID {
+	id, err := strconv.ParseUint(string(raw), 10, 64)
+	if err != nil || id == 0 || id > MaxID {
 		return 0, Errorf(CodeMalformed, "id must be an integer in 1..2^53-1")
 	}
 	return id, nil
 }
 
-func decodeName(m map[string]json.RawMessage, key string) (string, error) {
-	raw, ok := m[key]
-	if !ok {
+func decodeName(raw []byte, key string) (string, error) {
+	if raw == nil {
 		return "", Errorf(CodeMalformed, "missing %s", key)
 	}
-	var s string
-	if err := json.Unmarshal(raw, &s); err != nil || s == "" || len(s) > maxOpLen {
+	s, err := jsonString(raw)
+	if err != nil || s == "" || len(s) > maxOpLen {
 		return "", Errorf(CodeMalformed, "%s must be a non-empty string of at most %d bytes", key, maxOpLen)
 	}
 	return s, nil
 }
 
-func decodeBody(m map[string]json.RawMessage) (json.RawMessage, error) {
-	raw, ok := m["body"]
-	if !ok {
+func decodeBody(raw []byte) (json.RawMessage, error) {
+	if raw == nil {
 		return emptyBody, nil
 	}
-	if len(raw) == 0 || raw[0] != '{' {
+	if raw[0] != '{' {
 		return nil, Errorf(CodeMalformed, "body must be a JSON object")
 	}
 	return raw, nil
 }
+
+// The members of a request frame, and of a server frame.
+var (
+	requestNames = []string{"v", "id", "op", "body"}
+	serverNames  = []string{"v", "id", "body", "error", "push"}
+)
+
+const (
+	reqV, reqID, reqOp, reqBody             = 0, 1, 2, 3
+	srvV, srvID, srvBody, srvError, srvPush = 0, 1, 2, 3, 4
+)
 
 // DecodeRequest parses one client frame strictly. Unknown or duplicate top-level fields, a missing or zero id, a
 // missing op, a body that is not an object and trailing data are CodeMalformed; a version other than Version is
 // CodeUnsupportedVersion. The returned error is always an *Error. When the id could be read it is returned even
 // with an error, so the gateway can answer that request.
 func DecodeRequest(data []byte) (Request, error) {
-	m, err := fields(data, "v", "id", "op", "body")
+	m, err := splitFrame(data, requestNames)
 	if err != nil {
 		return Request{}, Errorf(CodeMalformed, "%v", err)
 	}
-	id, idErr := decodeID(m)
-	if err := decodeVersion(m); err != nil {
+	id, idErr := decodeID(m[reqID])
+	if err := decodeVersion(m[reqV]); err != nil {
 		return Request{ID: id}, err
 	}
 	if idErr != nil {
 		return Request{}, idErr
 	}
-	op, err := decodeName(m, "op")
+	op, err := decodeName(m[reqOp], "op")
 	if err != nil {
 		return Request{ID: id}, err
 	}
-	body, err := decodeBody(m)
+	body, err := decodeBody(m[reqBody])
 	if err != nil {
 		return Request{ID: id}, err
 	}
@@ -223,43 +156,43 @@ type ServerFrame struct {
 
 // DecodeServerFrame parses one gateway frame strictly, for clients.
 func DecodeServerFrame(data []byte) (ServerFrame, error) {
-	m, err := fields(data, "v", "id", "body", "error", "push")
+	m, err := splitFrame(data, serverNames)
 	if err != nil {
 		return ServerFrame{}, Errorf(CodeMalformed, "%v", err)
 	}
-	if err := decodeVersion(m); err != nil {
+	if err := decodeVersion(m[srvV]); err != nil {
 		return ServerFrame{}, err
 	}
-	if _, isPush := m["push"]; isPush {
-		if _, ok := m["id"]; ok {
+	if m[srvPush] != nil {
+		if m[srvID] != nil {
 			return ServerFrame{}, Errorf(CodeMalformed, "push with id")
 		}
-		if _, ok := m["error"]; ok {
+		if m[srvError] != nil {
 			return ServerFrame{}, Errorf(CodeMalformed, "push with error")
 		}
-		name, err := decodeName(m, "push")
+		name, err := decodeName(m[srvPush], "push")
 		if err != nil {
 			return ServerFrame{}, err
 		}
-		body, err := decodeBody(m)
+		body, err := decodeBody(m[srvBody])
 		if err != nil {
 			return ServerFrame{}, err
 		}
 		return ServerFrame{Push: &Push{Name: name, Body: body}}, nil
 	}
-	rawErr, hasErr := m["error"]
-	id, err := decodeID(m)
-	if err != nil && !(hasErr && string(m["id"]) == "0") { // id 0 answers a frame whose id was unreadable
+	rawErr, hasErr := m[srvError], m[srvError] != nil
+	id, err := decodeID(m[srvID])
+	if err != nil && !(hasErr && string(m[srvID]) == "0") { // id 0 answers a frame whose id was unreadable
 		return ServerFrame{}, err
 	}
 	if !hasErr {
-		body, err := decodeBody(m)
+		body, err := decodeBody(m[srvBody])
 		if err != nil {
 			return ServerFrame{}, err
 		}
 		return ServerFrame{Response: &Response{ID: id, Body: body}}, nil
 	}
-	if _, ok := m["body"]; ok {
+	if m[srvBody] != nil {
 		return ServerFrame{}, Errorf(CodeMalformed, "response with both body and error")
 	}
 	var e Error
@@ -275,40 +208,31 @@ func DecodeServerFrame(data []byte) (ServerFrame, error) {
 // EncodeRequest encodes a request frame. body may be nil (no body), a json.RawMessage or any value that encodes
 // to a JSON object.
 func EncodeRequest(id uint64, op string, body any) ([]byte, error) {
-	b, err := marshalBody(body)
-	if err != nil {
-		return nil, fmt.Errorf("wire: encode request %s: %w", op, err)
-	}
-	name, err := json.Marshal(op)
-	if err != nil {
-		return nil, fmt.Errorf("wire: encode request %s: %w", op, err)
-	}
-	out := make([]byte, 0, 48+len(name)+len(b))
+	out := make([]byte, 0, 48+len(op)+bodySize(body))
 	out = append(out, `{"v":1,"id":`...)
 	out = strconv.AppendUint(out, id, 10)
 	out = append(out, `,"op":`...)
-	out = append(out, name...)
-	if b != nil {
+	out = appendString(out, op)
+	if body != nil {
+		var err error
 		out = append(out, `,"body":`...)
-		out = append(out, b...)
+		if out, err = appendBody(out, body); err != nil {
+			return nil, fmt.Errorf("wire: encode request %s: %w", op, err)
+		}
 	}
 	return append(out, '}'), nil
 }
 
 // EncodeResponse encodes a successful response frame.
 func EncodeResponse(id uint64, body any) ([]byte, error) {
-	b, err := marshalBody(body)
-	if err != nil {
-		return nil, fmt.Errorf("wire: encode response %d: %w", id, err)
-	}
-	if b == nil {
-		b = emptyBody
-	}
-	out := make([]byte, 0, 40+len(b))
+	out := make([]byte, 0, 40+bodySize(body))
 	out = append(out, `{"v":1,"id":`...)
 	out = strconv.AppendUint(out, id, 10)
 	out = append(out, `,"body":`...)
-	out = append(out, b...)
+	out, err := appendBody(out, body)
+	if err != nil {
+		return nil, fmt.Errorf("wire: encode response %d: %w", id, err)
+	}
 	return append(out, '}'), nil
 }
 
@@ -330,34 +254,53 @@ func EncodeError(id uint64, e *Error) []byte {
 
 // EncodePush encodes a push frame.
 func EncodePush(name string, body any) ([]byte, error) {
-	b, err := marshalBody(body)
-	if err != nil {
-		return nil, fmt.Errorf("wire: encode push %s: %w", name, err)
-	}
-	if b == nil {
-		b = emptyBody
-	}
-	n, err := json.Marshal(name)
-	if err != nil {
-		return nil, fmt.Errorf("wire: encode push %s: %w", name, err)
-	}
-	out := make([]byte, 0, 32+len(n)+len(b))
+	out := make([]byte, 0, 32+len(name)+bodySize(body))
 	out = append(out, `{"v":1,"push":`...)
-	out = append(out, n...)
+	out = appendString(out, name)
 	out = append(out, `,"body":`...)
-	out = append(out, b...)
+	out, err := appendBody(out, body)
+	if err != nil {
+		return nil, fmt.Errorf("wire: encode push %s: %w", name, err)
+	}
 	return append(out, '}'), nil
 }
 
-func marshalBody(body any) (json.RawMessage, error) {
+// bodySize guesses the encoded size of a body, to size the frame's buffer once.
+func bodySize(body any) int {
+	switch b := body.(type) {
+	case json.RawMessage:
+		return len(b)
+	}
+	if f, ok := asFast(body); ok {
+		return f.jsonSize()
+	}
+	return 256
+}
+
+// asFast returns body as a fastBody, unless it is not one or is a nil pointer to one.
+func asFast(body any) (fastBody, bool) {
+	f, ok := body.(fastBody)
+	if ok {
+		if v := reflect.ValueOf(body); v.Kind() == reflect.Pointer && v.IsNil() {
+			return nil, false
+		}
+	}
+	return f, ok
+}
+
+// appendBody appends the JSON encoding of body, which must be an object ("{}" for nil).
+func appendBody(dst []byte, body any) ([]byte, error) {
 	switch b := body.(type) {
 	case nil:
-		return nil, nil
+		return append(dst, emptyBody...), nil
 	case json.RawMessage:
-		if len(b) == 0 || b[0] != '{' || !json.Valid(b) {
+		if len(b) == 0 || b[0] != '{' || checkJSON(b) != nil {
 			return nil, errors.New("body is not a JSON object")
 		}
-		return b, nil
+		return append(dst, b...), nil
+	}
+	if f, ok := asFast(body); ok {
+		return f.appendJSON(dst), nil
 	}
 	b, err := json.Marshal(body)
 	if err != nil {
@@ -366,12 +309,21 @@ func marshalBody(body any) (json.RawMessage, error) {
 	if len(b) == 0 || b[0] != '{' {
 		return nil, errors.New("body is not a JSON object")
 	}
-	return b, nil
+	return append(dst, b...), nil
 }
 
 // StrictUnmarshal decodes one JSON value into v, rejecting unknown fields and trailing data. Operation handlers
-// use it for request bodies.
+// use it for request bodies. The bodies on the message path (SendRequest, SendResponse, EnvelopePush, Ack) have
+// decoders of their own, which are stricter still: names must match exactly and may not repeat (json.go).
 func StrictUnmarshal(data []byte, v any) error {
+	if f, ok := v.(fastDecoder); ok {
+		return f.decodeJSON(data)
+	}
+	return strictReflect(data, v)
+}
+
+// strictReflect is StrictUnmarshal by encoding/json, for the types without a decoder of their own.
+func strictReflect(data []byte, v any) error {
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
