@@ -13,6 +13,7 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/iagon/gridchat/internal/wsmsg"
 	"github.com/iagon/gridchat/wire"
 )
 
@@ -88,7 +89,7 @@ func dialConn(ctx context.Context, url string, httpClient *http.Client, log *slo
 	ws.SetReadLimit(maxServerFrame)
 	hctx, cancel := context.WithTimeout(ctx, helloTimeout)
 	defer cancel()
-	_, data, err := ws.Read(hctx)
+	_, data, err := wsmsg.Read(hctx, ws)
 	if err != nil {
 		ws.CloseNow()
 		return nil, fmt.Errorf("client: %s: waiting for hello: %w", url, err)
@@ -119,7 +120,7 @@ func dialConn(ctx context.Context, url string, httpClient *http.Client, log *slo
 func (c *conn) readLoop() {
 	defer close(c.done)
 	for {
-		_, data, err := c.ws.Read(context.Background())
+		_, data, err := wsmsg.Read(context.Background(), c.ws)
 		if err != nil {
 			c.fail(fmt.Errorf("%w: %s: %v", ErrDisconnected, c.url, err))
 			return

@@ -13,6 +13,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/iagon/gridchat/e2ee"
+	"github.com/iagon/gridchat/internal/wsmsg"
 	"github.com/iagon/gridchat/wire"
 )
 
@@ -158,7 +159,7 @@ func (c *conn) serve(reqCtx context.Context) {
 	var lastID uint64
 	violations := 0
 	for !c.closing() {
-		typ, data, err := c.ws.Read(c.ctx)
+		typ, data, err := wsmsg.Read(c.ctx, c.ws)
 		if err != nil {
 			var ce websocket.CloseError
 			switch {

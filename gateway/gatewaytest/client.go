@@ -15,6 +15,7 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/iagon/gridchat/e2ee"
+	"github.com/iagon/gridchat/internal/wsmsg"
 	"github.com/iagon/gridchat/wire"
 )
 
@@ -53,7 +54,7 @@ func Dial(ctx context.Context, url string, opts Options) (*Client, error) {
 		return nil, fmt.Errorf("gatewaytest: dial %s: %w", url, err)
 	}
 	ws.SetReadLimit(opts.ReadLimit)
-	_, data, err := ws.Read(ctx)
+	_, data, err := wsmsg.Read(ctx, ws)
 	if err != nil {
 		_ = ws.CloseNow()
 		return nil, fmt.Errorf("gatewaytest: read hello: %w", err)
@@ -85,7 +86,7 @@ func (c *Client) readLoop() {
 	defer close(c.done)
 	defer close(c.pushes)
 	for {
-		_, data, err := c.ws.Read(context.Background())
+		_, data, err := wsmsg.Read(context.Background(), c.ws)
 		if err != nil {
 			c.fail(err)
 			return
