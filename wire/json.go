@@ -3,6 +3,7 @@ package wire
 import (
 	"bytes"
 	"encoding/base64"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -115,14 +116,23 @@ var plain = func() (t [256]bool) {
 	return t
 }()
 
+// plain8 reports whether all eight bytes packed in x are plain, with the bit tricks of "Bit Twiddling Hacks"
+// (determine if a word has a zero byte, or a byte less than n): no byte below 0x20, at or above 0x80, '"' or '\\'.
+func plain8(x uint64) bool {
+	const ones, highs = 0x0101010101010101, 0x8080808080808080
+	below := (x - 0x20*ones) &^ x                      // high bit set where a byte is below 0x20 (or was >= 0x80)
+	quote := (x ^ '"'*ones - ones) &^ (x ^ '"'*ones)   // high bit set where a byte is '"'
+	slash := (x ^ '\\'*ones - ones) &^ (x ^ '\\'*ones) // ... where a byte is '\\'
+	return (below|quote|slash|x)&highs == 0
+}
+
 // scanString returns the end of the string that starts with the quote at data[i] and whether it holds escapes.
 func scanString(data []byte, i int) (end int, escaped bool, err error) {
 	start := i + 1
 	ascii := true
 	for i = start; i < len(data); i++ {
 		// Most of a frame is base64: run through plain bytes eight at a time.
-		for i+8 <= len(data) && plain[data[i]] && plain[data[i+1]] && plain[data[i+2]] && plain[data[i+3]] &&
-			plain[data[i+4]] && plain[data[i+5]] && plain[data[i+6]] && plain[data[i+7]] {
+		for i+8 <= len(data) && plain8(binary.LittleEndian.Uint64(data[i:])) {
 			i += 8
 		}
 		for i < len(data) && plain[data[i]] {

@@ -2,6 +2,7 @@ package wire
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/json"
 	"reflect"
 	"strings"
@@ -220,4 +221,19 @@ func BenchmarkDecodeSendRequest(b *testing.B) {
 			}
 		}
 	})
+}
+
+func TestPlain8AgreesWithTheTable(t *testing.T) {
+	var b [8]byte
+	for c := range 256 {
+		for pos := range 8 {
+			for i := range b {
+				b[i] = 'A'
+			}
+			b[pos] = byte(c)
+			if got := plain8(binary.LittleEndian.Uint64(b[:])); got != plain[c] {
+				t.Fatalf("byte %#x at %d: plain8 %v, table %v", c, pos, got, plain[c])
+			}
+		}
+	}
 }
