@@ -191,13 +191,21 @@ func NewHub(cfg HubConfig) (*Hub, error) {
 	}
 	for op, e := range map[string]opEntry{
 		wire.OpAuth:     {h: h.opAuth, preAuth: true},
-		wire.OpPing:     {h: func(context.Context, *Call) (any, error) { return nil, nil }, preAuth: true},
+		wire.OpPing:     {h: opPing, preAuth: true},
 		wire.OpPresence: {h: h.opPresence},
 		wire.OpAck:      {h: h.opAck},
 	} {
 		h.ops[op] = e
 	}
 	return h, nil
+}
+
+// opPing answers "ping" with an empty body. Its body must be empty too, as strictly as any other body.
+func opPing(_ context.Context, c *Call) (any, error) {
+	if err := wire.StrictUnmarshal(c.Body, &struct{}{}); err != nil {
+		return nil, wire.Errorf(wire.CodeBadRequest, "ping body must be {}: %v", err)
+	}
+	return nil, nil
 }
 
 // Limits returns the hub's limits with defaults filled in.

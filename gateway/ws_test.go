@@ -337,10 +337,10 @@ func TestOversizedFramesCloseConnection(t *testing.T) {
 	}
 	// After auth, MaxFrameBytes: a send just under passes, one over closes.
 	ca := th.login(t, a)
-	if _, err := ca.Call(ctxT(t), wire.OpPing, map[string]string{"pad": strings.Repeat("x", 20<<10)}); err != nil {
-		t.Fatalf("frame under the cap: %v", err)
-	}
-	_, err := ca.Send(ctxT(t), mid(1), bytes.Repeat([]byte{1}, 40<<10), b.ID())
+	// (ping's body must be empty, so the frame is answered bad_request: read and answered, not cut.)
+	_, err := ca.Call(ctxT(t), wire.OpPing, map[string]string{"pad": strings.Repeat("x", 20<<10)})
+	wantCode(t, err, wire.CodeBadRequest)
+	_, err = ca.Send(ctxT(t), mid(1), bytes.Repeat([]byte{1}, 40<<10), b.ID())
 	if err == nil {
 		t.Fatal("oversized send answered")
 	}
@@ -651,5 +651,21 @@ func TestKeepaliveCutsSilentClientAndKeepsLiveOne(t *testing.T) {
 	// The live client, idle but answering pings, is still served.
 	if _, err := live.Call(ctxT(t), wire.OpPing, nil); err != nil {
 		t.Fatalf("live client: %v", err)
+	}
+}
+
+func TestPingBodyMustBeEmpty(t *testing.T) {
+	th := newTestHub(t, WSLimits{})
+	c := th.dial(t, gatewaytest.Options{})
+	if _, err := c.Call(ctxT(t), wire.OpPing, nil); err != nil {
+		t.Fatalf("ping without body: %v", err)
+	}
+	if _, err := c.Call(ctxT(t), wire.OpPing, map[string]any{}); err != nil {
+		t.Fatalf("ping with {}: %v", err)
+	}
+	_, err := c.Call(ctxT(t), wire.OpPing, map[string]any{"x": 1})
+	wantCode(t, err, wire.CodeBadRequest)
+	if _, err := c.Call(ctxT(t), wire.OpPing, nil); err != nil {
+		t.Fatalf("connection not kept after a bad ping: %v", err)
 	}
 }
