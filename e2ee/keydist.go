@@ -12,7 +12,7 @@ import (
 const (
 	MaxRecipients         = 1000
 	keyDistCiphertextSize = 1120 + 32 + 16 // X-Wing encapsulation + sealed 32-byte key + tag
-	maxKeyDistSize        = headerSize + suiteSize + 32 + 8 + 32 + 4 + MaxRecipients*(32+32+4+keyDistCiphertextSize) + signatureSize
+	maxKeyDistSize        = KeyDistOverhead + MaxRecipients*KeyDistEntrySize
 )
 
 // KeyDistribution carries a session key to every recipient device, each entry HPKE-sealed to that device's
@@ -38,11 +38,34 @@ func keyDistInfo(conv ConversationID, epoch uint64, sender, recipient DeviceID, 
 	return frame.Join(labelKeyDistInfo, suiteV1().bytes(), conv[:], e[:], sender[:], recipient[:], kid[:])
 }
 
+// Key distribution sizes, for callers that fit distributions into a transport's size limit.
+const (
+	// KeyDistEntrySize is the encoded size of one recipient's entry.
+	KeyDistEntrySize = 32 + 32 + 4 + keyDistCiphertextSize
+	// KeyDistOverhead is the encoded size of a key distribution besides its entries.
+	KeyDistOverhead = headerSize + suiteSize + 32 + 8 + 32 + 4 + signatureSize
+)
+
 // Distribute seals session's key to every recipient (every current device of every member, including the
 // sender's own other devices; the sender's own device is skipped) and signs the result. Afterwards the
 // session keeps only the member devices' chain keys and the session key is erased, so Distribute works once
-// per session.
+// per session. It is DistributeChunks with a single chunk.
 func Distribute(sender *DeviceKeys, session *Session, recipients []RecipientKey) (*KeyDistribution, error) {
+	kds, err := DistributeChunks(sender, session, recipients, MaxRecipients)
+	if err != nil {
+		return nil, err
+	}
+	return kds[0], nil
+}
+
+// DistributeChunks is Distribute for groups too large for one message: it seals session's key to every
+// recipient as Distribute does, but returns the entries as several key distributions ("chunks") of at most
+// perChunk entries each, every one signed on its own and opened with Open like any key distribution. The
+// recipients (the sender's own device removed) are sorted by device ID and cut into ceil(n/perChunk)
+// contiguous chunks whose sizes differ by at most one, so each recipient device needs only its own chunk.
+// Every chunk carries the same session key: a receiver's chain for the sender is the same whichever chunk it
+// opened. The session's member devices are all the recipients and the sender.
+func DistributeChunks(sender *DeviceKeys, session *Session, recipients []RecipientKey, perChunk int) ([]*KeyDistribution, error) {
 	const op = "distribute session key"
 	if session.root == nil {
 		return nil, errorf(op, ErrSessionUsed, "session key already distributed")
@@ -53,7 +76,10 @@ func Distribute(sender *DeviceKeys, session *Session, recipients []RecipientKey)
 	if len(rs) == 0 || len(rs) > MaxRecipients {
 		return nil, errorf(op, ErrMalformed, "%d recipients", len(rs))
 	}
-	kd := &KeyDistribution{Conversation: session.conv, Epoch: session.epoch, Sender: sender.ID(), Entries: make([]KeyEntry, len(rs))}
+	if perChunk < 1 {
+		return nil, errorf(op, ErrMalformed, "%d entries per chunk", perChunk)
+	}
+	entries := make([]KeyEntry, len(rs))
 	members := make([]DeviceID, 0, len(rs)+1)
 	members = append(members, sender.ID())
 	for i, r := range rs {
@@ -63,22 +89,29 @@ func Distribute(sender *DeviceKeys, session *Session, recipients []RecipientKey)
 		if r.key == nil {
 			return nil, errorf(op, ErrMalformed, "recipient %s has no verified key (use NewRecipientKey)", r.Device)
 		}
-		ct, err := hpke.Seal(r.key, hpkeKDF(), hpkeAEAD(), keyDistInfo(kd.Conversation, kd.Epoch, kd.Sender, r.Device, r.KeyID), session.root)
+		ct, err := hpke.Seal(r.key, hpkeKDF(), hpkeAEAD(), keyDistInfo(session.conv, session.epoch, sender.ID(), r.Device, r.KeyID), session.root)
 		if err != nil {
 			return nil, fmt.Errorf("e2ee: %s: seal to %s: %w", op, r.Device, err)
 		}
-		kd.Entries[i] = KeyEntry{Recipient: r.Device, KeyID: r.KeyID, Ciphertext: ct}
+		entries[i] = KeyEntry{Recipient: r.Device, KeyID: r.KeyID, Ciphertext: ct}
 		members = append(members, r.Device)
 	}
-	tr, err := kd.transcript()
-	if err != nil {
-		return nil, fmt.Errorf("e2ee: %s: %w", op, err)
+	n := (len(entries) + perChunk - 1) / perChunk
+	kds := make([]*KeyDistribution, 0, n)
+	for i := range n {
+		lo, hi := i*len(entries)/n, (i+1)*len(entries)/n
+		kd := &KeyDistribution{Conversation: session.conv, Epoch: session.epoch, Sender: sender.ID(), Entries: entries[lo:hi:hi]}
+		tr, err := kd.transcript()
+		if err != nil {
+			return nil, fmt.Errorf("e2ee: %s: %w", op, err)
+		}
+		kd.Sig = sender.sign(CtxKeyDist, tr)
+		kds = append(kds, kd)
 	}
-	kd.Sig = sender.sign(CtxKeyDist, tr)
 	if err := session.finish(members); err != nil {
 		return nil, fmt.Errorf("e2ee: %s: %w", op, err)
 	}
-	return kd, nil
+	return kds, nil
 }
 
 func (kd *KeyDistribution) transcript() ([]byte, error) {
@@ -149,7 +182,9 @@ func DecodeKeyDistribution(data []byte) (*KeyDistribution, error) {
 
 // Open verifies kd against the sender's public keys (from its account's replayed chain: AccountState.SenderKey
 // refuses revoked and unknown devices), then decrypts only this device's entry, and returns the session with
-// the session key already turned into member chain keys.
+// the session key already turned into member chain keys. kd may be one chunk of DistributeChunks: the
+// session's members are then the sender and that chunk's recipients, and the sender's chain is the same as
+// from any other chunk.
 func Open(kd *KeyDistribution, sender DevicePublic, me *DeviceKeys) (*Session, error) {
 	const op = "open key distribution"
 	if sender.ID() != kd.Sender {
