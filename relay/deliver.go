@@ -17,8 +17,18 @@ import (
 	"github.com/iagon/gridchat/wire"
 )
 
-// DeliverProtocol is the libp2p stream protocol that carries envelopes to the gateway a device is connected to.
+// DeliverProtocol is the libp2p stream protocol that carries envelopes to the gateway a device is connected to,
+// in a grid with the default protocol prefix "/gridchat" (DeliverProtocolFor).
 const DeliverProtocol = protocol.ID("/gridchat/deliver/1.0.0")
+
+// DeliverProtocolFor returns the deliver stream protocol of the grid whose protocol prefix is prefix:
+// prefix + "/deliver/1.0.0". The empty prefix is the default one and gives DeliverProtocol.
+func DeliverProtocolFor(prefix protocol.ID) protocol.ID {
+	if prefix == "" {
+		return DeliverProtocol
+	}
+	return prefix + "/deliver/1.0.0"
+}
 
 // Outcome is the result of delivering one envelope to one device.
 type Outcome = wire.Outcome
@@ -224,7 +234,6 @@ type notifyingLocal interface {
 // A window slot (a token in sem) is taken when a request is read and given back when its result is written, so
 // at most Window results are ever queued: the outcome callbacks never block.
 func (s *Service) serveDeliver(st network.Stream) {
-	defer s.wg.Done()
 	lim := s.lim
 	remote := st.Conn().RemotePeer()
 	results := make(chan deliverRes, lim.Window)

@@ -12,6 +12,7 @@ import (
 
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
 	"github.com/libp2p/go-libp2p/core/routing"
 	ma "github.com/multiformats/go-multiaddr"
 	"github.com/prometheus/client_golang/prometheus"
@@ -22,8 +23,18 @@ import (
 // PresenceNamespace is the DHT namespace of presence records; a record's key is PresenceKey(device).
 const PresenceNamespace = "gcpres"
 
-// PresenceTopic is the gossipsub topic on which gateways announce presence records as devices come and go.
+// PresenceTopic is the gossipsub topic on which gateways announce presence records as devices come and go, in a
+// grid with the default protocol prefix "/gridchat" (PresenceTopicFor).
 const PresenceTopic = "/gridchat/presence/1"
+
+// PresenceTopicFor returns the presence topic of the grid whose protocol prefix is prefix: prefix +
+// "/presence/1". The empty prefix is the default one and gives PresenceTopic.
+func PresenceTopicFor(prefix protocol.ID) string {
+	if prefix == "" {
+		return PresenceTopic
+	}
+	return string(prefix) + "/presence/1"
+}
 
 // PresenceKey returns the DHT key of a device's presence record: "/gcpres/" and the device ID in lowercase hex.
 func PresenceKey(d wire.DeviceID) string {
@@ -106,8 +117,11 @@ type Routing interface {
 type PresenceConfig struct {
 	// Routing stores records in the DHT; nil keeps presence to gossip and the cache.
 	Routing Routing
-	// PubSub carries records on PresenceTopic; nil keeps presence to the DHT and the cache.
+	// PubSub carries records on the presence topic; nil keeps presence to the DHT and the cache.
 	PubSub *pubsub.PubSub
+	// ProtocolPrefix is the grid's protocol prefix (the node's protocol_prefix): records are gossiped on
+	// PresenceTopicFor(ProtocolPrefix). Empty means the default, PresenceTopic.
+	ProtocolPrefix protocol.ID
 	// CacheSize bounds the presence cache (default 100,000 devices).
 	CacheSize int
 	// TTL is the longest a record may live after signing (default wire.DefaultPresenceTTL).
@@ -128,6 +142,7 @@ type Presence struct {
 	cfg   PresenceConfig
 	val   PresenceValidator
 	log   *slog.Logger
+	name  string // the presence topic
 	topic *pubsub.Topic
 	sub   *pubsub.Subscription
 	puts  chan struct{}
@@ -152,7 +167,8 @@ type presenceEntry struct {
 	none    bool      // a negative entry: nothing was found
 }
 
-// NewPresence starts the presence service: it joins PresenceTopic (when PubSub is set) and caches what arrives.
+// NewPresence starts the presence service: it joins the presence topic (when PubSub is set) and caches what
+// arrives.
 func NewPresence(cfg PresenceConfig) (*Presence, error) {
 	if cfg.CacheSize <= 0 {
 		cfg.CacheSize = 100_000
@@ -174,6 +190,7 @@ func NewPresence(cfg PresenceConfig) (*Presence, error) {
 	}
 	p := &Presence{
 		cfg: cfg, val: PresenceValidator{Now: cfg.Now, TTL: cfg.TTL}, log: cfg.Logger,
+		name:  PresenceTopicFor(cfg.ProtocolPrefix),
 		puts:  make(chan struct{}, cfg.MaxDHTPuts),
 		cache: make(map[wire.DeviceID]presenceEntry),
 		published: prometheus.NewCounter(prometheus.CounterOpts{Name: "gridchat_presence_published_total",
@@ -196,7 +213,7 @@ func NewPresence(cfg PresenceConfig) (*Presence, error) {
 	}
 	p.ctx, p.cancel = context.WithCancel(context.Background())
 	if cfg.PubSub != nil {
-		err := cfg.PubSub.RegisterTopicValidator(PresenceTopic, func(_ context.Context, _ peer.ID, m *pubsub.Message) bool {
+		err := cfg.PubSub.RegisterTopicValidator(p.name, func(_ context.Context, _ peer.ID, m *pubsub.Message) bool {
 			_, err := p.val.open(m.Data)
 			if err != nil {
 				p.rejected.WithLabelValues("gossip_invalid").Inc()
@@ -206,14 +223,14 @@ func NewPresence(cfg PresenceConfig) (*Presence, error) {
 		if err != nil {
 			return nil, fmt.Errorf("relay: presence: topic validator: %w", err)
 		}
-		if p.topic, err = cfg.PubSub.Join(PresenceTopic); err != nil {
-			_ = cfg.PubSub.UnregisterTopicValidator(PresenceTopic)
-			return nil, fmt.Errorf("relay: presence: join %s: %w", PresenceTopic, err)
+		if p.topic, err = cfg.PubSub.Join(p.name); err != nil {
+			_ = cfg.PubSub.UnregisterTopicValidator(p.name)
+			return nil, fmt.Errorf("relay: presence: join %s: %w", p.name, err)
 		}
 		if p.sub, err = p.topic.Subscribe(); err != nil {
 			_ = p.topic.Close()
-			_ = cfg.PubSub.UnregisterTopicValidator(PresenceTopic)
-			return nil, fmt.Errorf("relay: presence: subscribe %s: %w", PresenceTopic, err)
+			_ = cfg.PubSub.UnregisterTopicValidator(p.name)
+			return nil, fmt.Errorf("relay: presence: subscribe %s: %w", p.name, err)
 		}
 		p.wg.Add(1)
 		go p.readGossip()
@@ -279,7 +296,7 @@ func (p *Presence) makeRoom(now time.Time) {
 	}
 }
 
-// Publish verifies a signed presence record, caches it, announces it on PresenceTopic and stores it in the DHT
+// Publish verifies a signed presence record, caches it, announces it on the presence topic and stores it in the DHT
 // in the background (within MaxDHTPuts). It does not wait for the network.
 func (p *Presence) Publish(ctx context.Context, record []byte) error {
 	rec, err := p.val.open(record)
@@ -379,7 +396,7 @@ func (p *Presence) Close() error {
 		p.wg.Wait()
 		if p.topic != nil {
 			_ = p.topic.Close()
-			_ = p.cfg.PubSub.UnregisterTopicValidator(PresenceTopic)
+			_ = p.cfg.PubSub.UnregisterTopicValidator(p.name)
 		}
 	})
 	return nil

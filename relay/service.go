@@ -9,12 +9,13 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/host"
-	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/peerstore"
+	"github.com/libp2p/go-libp2p/core/protocol"
 	ma "github.com/multiformats/go-multiaddr"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/iagon/gridchat/internal/streamset"
 	"github.com/iagon/gridchat/wire"
 )
 
@@ -137,11 +138,14 @@ func mailboxOutcome(err error) Outcome {
 
 // Config configures a Service.
 type Config struct {
-	Host    host.Host
-	Local   Local   // the devices connected to this node (required)
-	Locator Locator // presence lookups (required)
-	Mailbox Mailbox // nil until the mailbox service exists: offline devices then get wire.StatusOffline
-	Limits  Limits
+	Host host.Host
+	// ProtocolPrefix is the grid's protocol prefix (the node's protocol_prefix): the service speaks
+	// DeliverProtocolFor(ProtocolPrefix). Empty means the default, DeliverProtocol.
+	ProtocolPrefix protocol.ID
+	Local          Local   // the devices connected to this node (required)
+	Locator        Locator // presence lookups (required)
+	Mailbox        Mailbox // nil until the mailbox service exists: offline devices then get wire.StatusOffline
+	Limits         Limits
 	// Metrics is the node's registry; nil registers nothing.
 	Metrics prometheus.Registerer
 	Logger  *slog.Logger
@@ -150,6 +154,7 @@ type Config struct {
 // Service delivers envelopes to devices anywhere on the grid.
 type Service struct {
 	host    host.Host
+	proto   protocol.ID
 	local   Local
 	locator Locator
 	mailbox Mailbox
@@ -163,10 +168,11 @@ type Service struct {
 	closeOnce sync.Once
 	wg        sync.WaitGroup
 
-	mu      sync.Mutex
-	slots   map[peer.ID]*linkSlot
-	inbound map[network.Stream]struct{}
-	closed  bool
+	inbound streamset.Set // the deliver streams being served
+
+	mu     sync.Mutex
+	slots  map[peer.ID]*linkSlot
+	closed bool
 }
 
 type linkSlot struct {
@@ -188,43 +194,27 @@ func New(cfg Config) (*Service, error) {
 		return nil, fmt.Errorf("relay: new: %w", err)
 	}
 	s := &Service{
-		host: cfg.Host, local: cfg.Local, locator: cfg.Locator, mailbox: cfg.Mailbox, lim: cfg.Limits,
+		host: cfg.Host, proto: DeliverProtocolFor(cfg.ProtocolPrefix), local: cfg.Local, locator: cfg.Locator, mailbox: cfg.Mailbox, lim: cfg.Limits,
 		log: cfg.Logger, metrics: m,
 		closing: make(chan struct{}),
 		slots:   make(map[peer.ID]*linkSlot),
-		inbound: make(map[network.Stream]struct{}),
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
-	cfg.Host.SetStreamHandler(DeliverProtocol, s.handleStream)
+	cfg.Host.SetStreamHandler(s.proto, s.inbound.Handler(s.serveDeliver))
 	return s, nil
 }
 
 // Limits returns the service's limits with defaults filled in.
 func (s *Service) Limits() Limits { return s.lim }
 
-func (s *Service) handleStream(st network.Stream) {
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		_ = st.Reset()
-		return
-	}
-	s.inbound[st] = struct{}{}
-	s.wg.Add(1)
-	s.mu.Unlock()
-	defer func() {
-		s.mu.Lock()
-		delete(s.inbound, st)
-		s.mu.Unlock()
-	}()
-	s.serveDeliver(st)
-}
+// Protocol returns the deliver stream protocol the service speaks.
+func (s *Service) Protocol() protocol.ID { return s.proto }
 
 // Close stops the service: it removes the stream handler, cuts every deliver stream and waits for its
 // goroutines. It is idempotent.
 func (s *Service) Close() error {
 	s.closeOnce.Do(func() {
-		s.host.RemoveStreamHandler(DeliverProtocol)
+		s.host.RemoveStreamHandler(s.proto)
 		s.mu.Lock()
 		s.closed = true
 		close(s.closing)
@@ -233,10 +223,8 @@ func (s *Service) Close() error {
 		for _, sl := range s.slots {
 			slots = append(slots, sl)
 		}
-		for st := range s.inbound {
-			_ = st.Reset()
-		}
 		s.mu.Unlock()
+		s.inbound.Close()
 		for _, sl := range slots {
 			sl.mu.Lock()
 			if sl.l != nil {
@@ -279,7 +267,7 @@ func (s *Service) linkTo(ctx context.Context, loc Location) (*link, error) {
 	}
 	dctx, cancel := context.WithTimeout(ctx, s.lim.DialTimeout)
 	defer cancel()
-	st, err := s.host.NewStream(dctx, loc.Gateway, DeliverProtocol)
+	st, err := s.host.NewStream(dctx, loc.Gateway, s.proto)
 	if err != nil {
 		return nil, fmt.Errorf("relay: open deliver stream to %s: %w", loc.Gateway, err)
 	}
