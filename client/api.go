@@ -107,6 +107,10 @@ func (c *Client) Conversation(id e2ee.ConversationID) (Conversation, error) {
 	return c.eng.conversation(id)
 }
 
+// ErrTooLarge means a message or attachment is over the SDK's limit (MaxTextBytes, MaxAttachmentBytes); it is
+// refused before anything is sent.
+var ErrTooLarge = errors.New("client: too large")
+
 // SendText sends a text message and returns its number. It returns once the grid has reported on every
 // recipient device (delivered, stored in a mailbox, or failed); the statuses arrive as a DeliveryEvent.
 func (c *Client) SendText(ctx context.Context, conv e2ee.ConversationID, text string) (uint64, error) {
@@ -114,15 +118,16 @@ func (c *Client) SendText(ctx context.Context, conv e2ee.ConversationID, text st
 		return 0, errors.New("client: empty message")
 	}
 	if len(text) > MaxTextBytes {
-		return 0, fmt.Errorf("client: message of %d bytes over the %d-byte limit", len(text), MaxTextBytes)
+		return 0, fmt.Errorf("%w: message of %d bytes over the %d-byte limit", ErrTooLarge, len(text), MaxTextBytes)
 	}
 	return c.eng.send(ctx, conv, &payload{Type: PayloadText, Text: text}, sendOpts{})
 }
 
-// SendAttachment sends a small file (at most MaxAttachmentBytes), encrypted like any message.
+// SendAttachment sends a file of at most MaxAttachmentBytes, encrypted like any message (over the grid's
+// envelope limit, in fragments the receiving client reassembles). A larger one is refused with ErrTooLarge.
 func (c *Client) SendAttachment(ctx context.Context, conv e2ee.ConversationID, a Attachment) (uint64, error) {
 	if len(a.Data) > MaxAttachmentBytes {
-		return 0, fmt.Errorf("client: attachment of %d bytes over the %d-byte limit", len(a.Data), MaxAttachmentBytes)
+		return 0, fmt.Errorf("%w: attachment of %d bytes over the %d-byte limit", ErrTooLarge, len(a.Data), MaxAttachmentBytes)
 	}
 	return c.eng.send(ctx, conv, &payload{Type: PayloadAttachment, Attachment: &attachmentBody{Name: a.Name, MIME: a.MIME, Data: a.Data}}, sendOpts{})
 }

@@ -653,6 +653,24 @@ func (c *Client) send(ctx context.Context, id wire.MessageID, ciphertext []byte,
 	return c.statuses(id, to, ciphertext, &resp)
 }
 
+// limits implements transport: the limits the current gateway announced in its hello, or the grid's defaults
+// when it announced none or the client is not connected.
+func (c *Client) limits() gridLimits {
+	lim := defaultGridLimits()
+	c.mu.Lock()
+	cn := c.conn
+	c.mu.Unlock()
+	if cn != nil {
+		if n := cn.hello.Limits.MaxCiphertextBytes; n > 0 {
+			lim.ciphertext = n
+		}
+		if n := cn.hello.Limits.MaxRecipients; n > 0 {
+			lim.recipients = n
+		}
+	}
+	return lim
+}
+
 // --- directory -----------------------------------------------------------------------------------------
 
 // httpBase returns the HTTP base URL of the gateway in use.

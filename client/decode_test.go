@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/iagon/gridchat/e2ee"
+	"github.com/iagon/gridchat/wire"
 )
 
 func mustCodec(t testing.TB) codec {
@@ -147,6 +148,10 @@ func FuzzDecodeEnvelope(f *testing.F) {
 	f.Add(b)
 	b, _ = cd.encodeEnvelope(&envelope{Keys: [][]byte{[]byte("k")}, WantKeys: true})
 	f.Add(b)
+	fs, _ := cd.fragmentEnvelope(wire.MessageID{1}, bytes.Repeat([]byte("envelope"), 100), 400)
+	for _, b := range fs {
+		f.Add(b)
+	}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		e, err := cd.decodeEnvelope(b)
 		if err != nil {

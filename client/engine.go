@@ -2,7 +2,6 @@ package client
 
 import (
 	"context"
-	"crypto/rand"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -31,6 +30,33 @@ var (
 // transport sends one envelope to devices and reports the per-device outcome.
 type transport interface {
 	send(ctx context.Context, id wire.MessageID, ciphertext []byte, to []e2ee.DeviceID) ([]DeliveryStatus, error)
+	// limits returns the grid's limits on one send, as the gateway announced them (or their defaults).
+	limits() gridLimits
+}
+
+// gridLimits are the grid's limits on one send (the gateway's hello, docs/PROTOCOL.md §8).
+type gridLimits struct {
+	ciphertext int // bytes of one envelope (max_ciphertext_bytes)
+	recipients int // devices of one send (max_recipients)
+}
+
+// defaultGridLimits are the grid's default limits, assumed when no gateway announced its own.
+func defaultGridLimits() gridLimits { return gridLimits{ciphertext: 64 << 10, recipients: 256} }
+
+// kdMessageRoom is the room a key distribution chunk leaves, in one grid envelope, for the message it carries:
+// a group's signed record and a short text fit, so a session's first message is usually one envelope.
+const kdMessageRoom = 16 << 10
+
+// kdChunkEntries is how many entries one key distribution chunk holds so that it, the sender's signed
+// messaging key of keyLen bytes and kdMessageRoom fit in one grid envelope of limit bytes (at least one).
+func kdChunkEntries(limit, keyLen int) int {
+	return max(1, (limit-kdMessageRoom-fragmentOverhead-keyLen-e2ee.KeyDistOverhead)/e2ee.KeyDistEntrySize)
+}
+
+// outgoing is one client envelope and the devices it goes to.
+type outgoing struct {
+	env []byte
+	to  []e2ee.DeviceID
 }
 
 // keySource turns a current device (from a replayed chain) into a verified HPKE recipient of key distributions.
@@ -284,18 +310,27 @@ func (e *engine) send(ctx context.Context, conv e2ee.ConversationID, p *payload,
 			devices = append(devices, d.Public)
 		}
 	}
-	env, seq, recipients, err := e.seal(ctx, conv, p, devices, o)
+	lim := e.tr.limits()
+	outs, seq, recipients, err := e.seal(ctx, conv, p, devices, o, lim)
 	if err != nil {
 		return 0, err
 	}
 	if len(recipients) == 0 {
 		return seq, nil // a conversation with only this device: nothing to deliver
 	}
-	var id wire.MessageID
-	rand.Read(id[:])
-	statuses, err := e.tr.send(ctx, id, env, recipients)
-	if err != nil {
-		return seq, fmt.Errorf("client: send to %d devices: %w", len(recipients), err)
+	byDev := make(map[e2ee.DeviceID]DeliveryStatus, len(recipients))
+	for _, out := range outs {
+		sts, err := e.transmit(ctx, out.env, out.to, lim)
+		if err != nil {
+			return seq, fmt.Errorf("client: send to %d devices: %w", len(out.to), err)
+		}
+		for _, st := range sts {
+			byDev[st.Device] = st
+		}
+	}
+	statuses := make([]DeliveryStatus, len(recipients))
+	for i, d := range recipients {
+		statuses[i] = byDev[d]
 	}
 	if p.Type.numbered() && !o.noRecord {
 		e.ev.push(&DeliveryEvent{Conversation: conv, Seq: seq, Statuses: statuses})
@@ -303,8 +338,75 @@ func (e *engine) send(ctx context.Context, conv e2ee.ConversationID, p *payload,
 	return seq, nil
 }
 
+// transmit sends one client envelope to devices: as fragments when it is over the grid's envelope limit, and
+// in sends of at most the grid's recipient limit. It returns one status per device, in to's order: a device's
+// worst status over the fragments (failed, then offline, then stored, then delivered).
+func (e *engine) transmit(ctx context.Context, env []byte, to []e2ee.DeviceID, lim gridLimits) ([]DeliveryStatus, error) {
+	id := newMessageID()
+	pieces := [][]byte{env}
+	if len(env) > lim.ciphertext {
+		var err error
+		if pieces, err = e.cd.fragmentEnvelope(id, env, lim.ciphertext); err != nil {
+			return nil, err
+		}
+	}
+	out := make([]DeliveryStatus, len(to))
+	for i, d := range to {
+		out[i] = DeliveryStatus{Device: d, Status: wire.StatusDelivered}
+	}
+	per := max(lim.recipients, 1)
+	for _, piece := range pieces {
+		pid := id
+		if len(pieces) > 1 {
+			pid = newMessageID()
+		}
+		for lo := 0; lo < len(to); lo += per {
+			hi := min(lo+per, len(to))
+			sts, err := e.tr.send(ctx, pid, piece, to[lo:hi])
+			if err != nil {
+				return nil, err
+			}
+			if len(sts) != hi-lo {
+				return nil, fmt.Errorf("client: send: %d statuses for %d devices", len(sts), hi-lo)
+			}
+			for i, st := range sts {
+				out[lo+i] = worseStatus(out[lo+i], st)
+			}
+		}
+	}
+	return out, nil
+}
+
+// statusRank orders delivery statuses from best to worst.
+func statusRank(s string) int {
+	switch s {
+	case wire.StatusDelivered:
+		return 0
+	case wire.StatusStored:
+		return 1
+	case wire.StatusOffline:
+		return 2
+	}
+	return 3
+}
+
+// worseStatus merges the statuses of two envelopes to one device: the worse one, and for two "stored" the
+// fewer receipts.
+func worseStatus(a, b DeliveryStatus) DeliveryStatus {
+	ra, rb := statusRank(a.Status), statusRank(b.Status)
+	switch {
+	case rb > ra:
+		return b
+	case ra == rb && a.Status == wire.StatusStored && b.Receipts < a.Receipts:
+		return b
+	}
+	return a
+}
+
 // seal renews the session if due, numbers and seals p, and records it, atomically in the store.
-func (e *engine) seal(ctx context.Context, conv e2ee.ConversationID, p *payload, devices []e2ee.DevicePublic, o sendOpts) ([]byte, uint64, []e2ee.DeviceID, error) {
+// It returns the envelopes to send (one per key distribution chunk when the message carries one) and every
+// recipient device.
+func (e *engine) seal(ctx context.Context, conv e2ee.ConversationID, p *payload, devices []e2ee.DevicePublic, o sendOpts, lim gridLimits) ([]outgoing, uint64, []e2ee.DeviceID, error) {
 	now := e.cfg.now()
 	current := make([]e2ee.DeviceID, 0, len(devices))
 	for _, d := range devices {
@@ -370,7 +472,8 @@ func (e *engine) seal(ctx context.Context, conv e2ee.ConversationID, p *payload,
 		if err != nil {
 			return nil, 0, nil, err
 		}
-		kd, err := e2ee.Distribute(e.dev, s, rkeys)
+		per := kdChunkEntries(lim.ciphertext, len(e.dev.MessagingKey().Encode()))
+		kds, err := e2ee.DistributeChunks(e.dev, s, rkeys, per)
 		if err != nil {
 			return nil, 0, nil, fmt.Errorf("client: distribute session key: %w", err)
 		}
@@ -378,7 +481,10 @@ func (e *engine) seal(ctx context.Context, conv e2ee.ConversationID, p *payload,
 		if err != nil {
 			return nil, 0, nil, err
 		}
-		sr = &senderRecord{Epoch: epoch, Started: now.UnixMilli(), KeyDist: kd.Encode()}
+		sr = &senderRecord{Epoch: epoch, Started: now.UnixMilli(), V: senderRecordVersion}
+		for _, kd := range kds {
+			sr.KeyDists = append(sr.KeyDists, kd.Encode())
+		}
 		for _, d := range current {
 			sr.Members = append(sr.Members, d[:])
 		}
@@ -416,12 +522,11 @@ func (e *engine) seal(ctx context.Context, conv e2ee.ConversationID, p *payload,
 	if err != nil {
 		return nil, 0, nil, err
 	}
-	env := &envelope{Message: m.Encode()}
-	if attachKD {
-		env.KeyDist = sr.KeyDist
-		env.Keys = [][]byte{e.dev.MessagingKey().Encode()}
+	to := o.only
+	if to == nil {
+		to = slices.DeleteFunc(current, func(d e2ee.DeviceID) bool { return d == e.dev.ID() })
 	}
-	eb, err := e.cd.encodeEnvelope(env)
+	outs, err := e.envelopes(m.Encode(), sr, attachKD, to)
 	if err != nil {
 		return nil, 0, nil, err
 	}
@@ -452,11 +557,48 @@ func (e *engine) seal(ctx context.Context, conv e2ee.ConversationID, p *payload,
 	if p.Type.numbered() && !o.noRecord {
 		e.ev.push(&MessageEvent{Message: e.toMessage(conv, e.self, e.dev.ID(), p, now)})
 	}
-	to := o.only
-	if to == nil {
-		to = slices.DeleteFunc(current, func(d e2ee.DeviceID) bool { return d == e.dev.ID() })
+	return outs, p.Seq, to, nil
+}
+
+// envelopes builds the client envelopes that carry the sealed message to devices to. Without the key
+// distribution it is one envelope for all; with it, one per key distribution chunk, each to the devices that
+// chunk names (a device named by none, which cannot open any, gets the first).
+func (e *engine) envelopes(msg []byte, sr *senderRecord, attachKD bool, to []e2ee.DeviceID) ([]outgoing, error) {
+	if !attachKD {
+		eb, err := e.cd.encodeEnvelope(&envelope{Message: msg})
+		if err != nil {
+			return nil, err
+		}
+		return []outgoing{{env: eb, to: to}}, nil
 	}
-	return eb, p.Seq, to, nil
+	chunkOf := map[e2ee.DeviceID]int{}
+	for i, b := range sr.KeyDists {
+		kd, err := e2ee.DecodeKeyDistribution(b)
+		if err != nil {
+			return nil, fmt.Errorf("client: stored key distribution chunk %d: %w", i, err)
+		}
+		for _, d := range kd.Recipients() {
+			chunkOf[d] = i
+		}
+	}
+	groups := make([][]e2ee.DeviceID, len(sr.KeyDists))
+	for _, d := range to {
+		i := chunkOf[d]
+		groups[i] = append(groups[i], d)
+	}
+	keys := [][]byte{e.dev.MessagingKey().Encode()}
+	var outs []outgoing
+	for i, g := range groups {
+		if len(g) == 0 {
+			continue
+		}
+		eb, err := e.cd.encodeEnvelope(&envelope{KeyDist: sr.KeyDists[i], Message: msg, Keys: keys})
+		if err != nil {
+			return nil, err
+		}
+		outs = append(outs, outgoing{env: eb, to: g})
+	}
+	return outs, nil
 }
 
 // recordLocalOnly records a numbered payload in a conversation whose only device is this one.
@@ -486,11 +628,11 @@ func (e *engine) senderRec(conv e2ee.ConversationID) (*senderRecord, error) {
 	if !ok {
 		return nil, nil
 	}
-	var sr senderRecord
-	if err := e.cd.dec.Unmarshal(b, &sr); err != nil {
+	sr, err := e.cd.decodeSenderRecord(b)
+	if err != nil {
 		return nil, fmt.Errorf("client: stored session of %s: %w", conv, err)
 	}
-	return &sr, nil
+	return sr, nil
 }
 
 func (e *engine) putMessage(b *store.Batch, conv e2ee.ConversationID, acct e2ee.AccountID, dev e2ee.DeviceID, p *payload, recv time.Time) error {
@@ -565,6 +707,14 @@ func (e *engine) receive(ctx context.Context, id wire.MessageID, from e2ee.Devic
 		e.cfg.log.Warn("dropping undecodable envelope", "from", from, "err", err)
 		return e.markSeen(idKey)
 	}
+	if env.Frag != nil {
+		return e.receiveFragment(ctx, id, from, env.Frag)
+	}
+	return e.receiveEnvelope(ctx, idKey, from, env)
+}
+
+// receiveEnvelope processes one whole (unfragmented or reassembled) envelope under message ID idKey (hex).
+func (e *engine) receiveEnvelope(ctx context.Context, idKey string, from e2ee.DeviceID, env *envelope) error {
 	senderState, senderPub, err := e.accts.ofDevice(ctx, from)
 	if err != nil {
 		if errors.Is(err, ErrRevokedDevice) || errors.Is(err, ErrNotFound) || errors.Is(err, ErrForked) {
@@ -992,12 +1142,13 @@ func (e *engine) sentRec(key string) (sentRecord, bool) {
 	return sr, true
 }
 
-// prune forgets sent messages past their keep time (or over the per-conversation cap) and processed message
-// IDs past theirs.
+// prune forgets sent messages past their keep time (or over the per-conversation cap), processed message
+// IDs past theirs, and incomplete fragment sets past fragmentKeep.
 func (e *engine) prune() {
 	now := e.cfg.now()
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	e.pruneFragSets(now)
 	perConv := map[string]int{}
 	keys := e.st.Keys(bucketSent)
 	_ = e.st.Update(func(b *store.Batch) error {

@@ -35,11 +35,17 @@ type memNet struct {
 	inbox  map[e2ee.DeviceID][]memEnv
 	// drop, if set, decides to lose an envelope on its way to a device.
 	drop func(to e2ee.DeviceID, ct []byte) bool
+	// lim, if set, is the grid's limits on one send (else the defaults); larger sends are refused.
+	lim gridLimits
+	// sent counts the sends and their envelope bytes per recipient device.
+	sends   int
+	devSent map[e2ee.DeviceID]int
 }
 
 func newMemNet() *memNet {
 	return &memNet{chains: map[e2ee.AccountID]*e2ee.Chain{}, byDev: map[e2ee.DeviceID]e2ee.AccountID{},
-		names: map[string]e2ee.AccountID{}, keys: map[e2ee.DeviceID]*e2ee.SignedMessagingKey{}, inbox: map[e2ee.DeviceID][]memEnv{}}
+		names: map[string]e2ee.AccountID{}, keys: map[e2ee.DeviceID]*e2ee.SignedMessagingKey{}, inbox: map[e2ee.DeviceID][]memEnv{},
+		devSent: map[e2ee.DeviceID]int{}}
 }
 
 func (n *memNet) publish(c *e2ee.Chain) {
@@ -117,12 +123,28 @@ type device struct {
 
 type devTransport struct{ d *device }
 
-func (tr devTransport) send(_ context.Context, id wire.MessageID, ct []byte, to []e2ee.DeviceID) ([]DeliveryStatus, error) {
+func (tr devTransport) limits() gridLimits {
 	n := tr.d.net
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	if n.lim == (gridLimits{}) {
+		return defaultGridLimits()
+	}
+	return n.lim
+}
+
+func (tr devTransport) send(_ context.Context, id wire.MessageID, ct []byte, to []e2ee.DeviceID) ([]DeliveryStatus, error) {
+	lim := tr.limits()
+	n := tr.d.net
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if len(ct) > lim.ciphertext || len(to) > lim.recipients {
+		return nil, fmt.Errorf("%w: %d bytes to %d devices", wire.ErrTooLarge, len(ct), len(to))
+	}
+	n.sends++
 	out := make([]DeliveryStatus, len(to))
 	for i, d := range to {
+		n.devSent[d] += len(ct)
 		out[i] = DeliveryStatus{Device: d, Status: wire.StatusStored}
 		if n.drop != nil && n.drop(d, ct) {
 			continue

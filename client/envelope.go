@@ -18,13 +18,16 @@ const (
 )
 
 // envelope is what travels through the grid, opaque to nodes: an optional key distribution (the first message
-// of a sender's session, and every resent message, carry it) and one e2ee message sealed in that session.
+// of a sender's session, and every resent message, carry the chunk that names the recipient) and one e2ee
+// message sealed in that session. An envelope over the grid's ciphertext limit travels as fragments: envelopes
+// holding only Frag, reassembled by the receiver (fragment.go).
 type envelope struct {
-	V        uint8    `cbor:"1,keyasint"`
-	KeyDist  []byte   `cbor:"2,keyasint,omitempty"` // e2ee.KeyDistribution encoding
-	Message  []byte   `cbor:"3,keyasint,omitempty"` // e2ee message encoding
-	Keys     [][]byte `cbor:"4,keyasint,omitempty"` // the sender device's signed messaging key(s)
-	WantKeys bool     `cbor:"5,keyasint,omitempty"` // the sender asks for the recipient's signed messaging key
+	V        uint8     `cbor:"1,keyasint"`
+	KeyDist  []byte    `cbor:"2,keyasint,omitempty"` // e2ee.KeyDistribution encoding
+	Message  []byte    `cbor:"3,keyasint,omitempty"` // e2ee message encoding
+	Keys     [][]byte  `cbor:"4,keyasint,omitempty"` // the sender device's signed messaging key(s)
+	WantKeys bool      `cbor:"5,keyasint,omitempty"` // the sender asks for the recipient's signed messaging key
+	Frag     *fragment `cbor:"6,keyasint,omitempty"` // one piece of a larger envelope; then no other field
 }
 
 func (c codec) encodeEnvelope(e *envelope) ([]byte, error) {
@@ -49,6 +52,15 @@ func (c codec) decodeEnvelope(b []byte) (*envelope, error) {
 	}
 	if e.V != EnvelopeVersion {
 		return nil, fmt.Errorf("%w: envelope version %d", ErrBadPayload, e.V)
+	}
+	if e.Frag != nil {
+		if len(e.KeyDist) > 0 || len(e.Message) > 0 || len(e.Keys) > 0 || e.WantKeys {
+			return nil, fmt.Errorf("%w: fragment with other envelope fields", ErrBadPayload)
+		}
+		if err := e.Frag.validate(); err != nil {
+			return nil, err
+		}
+		return &e, nil
 	}
 	if len(e.Message) > maxMessageBytes || len(e.KeyDist) > maxKeyDistBytes || len(e.Keys) > maxEnvelopeKeys ||
 		(len(e.Message) == 0 && (len(e.KeyDist) > 0 || (len(e.Keys) == 0 && !e.WantKeys))) {

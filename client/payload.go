@@ -55,7 +55,8 @@ func (t PayloadType) numbered() bool {
 const (
 	// MaxTextBytes caps the text of one message.
 	MaxTextBytes = 64 << 10
-	// MaxAttachmentBytes caps the content of one attachment.
+	// MaxAttachmentBytes caps the content of one attachment. A sealed attachment is larger than the grid's
+	// envelope limit (64 KiB by default): it travels as fragments (docs/PROTOCOL.md §9.1).
 	MaxAttachmentBytes = 256 << 10
 	// MaxPayloadBytes caps one encoded payload.
 	MaxPayloadBytes = 512 << 10

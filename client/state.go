@@ -3,6 +3,7 @@ package client
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"time"
 
@@ -22,6 +23,8 @@ const (
 	bucketSeen      = "seen"      // message ID hex → unix ms (envelopes already processed)
 	bucketPending   = "pending"   // message ID hex → pendingRecord (sealed in a session not yet received)
 	bucketHistory   = "history"   // transfer hex/index → chunk (incoming history transfer)
+	bucketFragSets  = "fragsets"  // sender hex/set hex → fragSet (an incomplete set of envelope fragments)
+	bucketFrags     = "frags"     // sender hex/set hex/index → a fragment's data (raw bytes)
 	msgBucketPrefix = "msgs/"     // msgs/<conv hex>: sent ms/sender/seq → msgRecord
 
 	keyDevice      = "device"
@@ -55,6 +58,11 @@ type convRecord struct {
 	Safety  string           `cbor:"5,keyasint,omitempty"` // the last safety number computed
 }
 
+// senderRecordVersion is the version of senderRecord written now. Version 0 (no field 9) is the first shape,
+// with the session's key distribution as one encoding in field 6; version 1 holds it in chunks (field 8), each
+// a key distribution of its own for some of the recipients. decodeSenderRecord reads both.
+const senderRecordVersion = 1
+
 // senderRecord is this device's current sending session in a conversation.
 type senderRecord struct {
 	Epoch   uint64   `cbor:"1,keyasint"`
@@ -62,8 +70,36 @@ type senderRecord struct {
 	Count   uint64   `cbor:"3,keyasint"`
 	Members [][]byte `cbor:"4,keyasint"` // member devices of the session (recipients and this device)
 	Sender  []byte   `cbor:"5,keyasint"` // e2ee.Sender encoding
-	KeyDist []byte   `cbor:"6,keyasint"` // the session's key distribution, attached to its first message and to resends
-	First   uint64   `cbor:"7,keyasint"` // number of the first numbered payload sealed in this session (0: none yet)
+	// KeyDist is version 0's single key distribution; decodeSenderRecord moves it to KeyDists.
+	KeyDist []byte `cbor:"6,keyasint,omitempty"`
+	First   uint64 `cbor:"7,keyasint"` // number of the first numbered payload sealed in this session (0: none yet)
+	// KeyDists are the session's key distribution chunks (e2ee.DistributeChunks), in device order: each is
+	// attached to the session's first message, and to resends, for its own recipients only.
+	KeyDists [][]byte `cbor:"8,keyasint,omitempty"`
+	V        uint8    `cbor:"9,keyasint,omitempty"`
+}
+
+// decodeSenderRecord reads a stored sender record of any version into the current shape.
+func (c codec) decodeSenderRecord(b []byte) (*senderRecord, error) {
+	var sr senderRecord
+	if err := c.dec.Unmarshal(b, &sr); err != nil {
+		return nil, err
+	}
+	switch sr.V {
+	case 0:
+		if len(sr.KeyDists) > 0 || len(sr.KeyDist) == 0 {
+			return nil, errors.New("version 0 sender record without its key distribution")
+		}
+		sr.KeyDists, sr.KeyDist = [][]byte{sr.KeyDist}, nil
+	case senderRecordVersion:
+		if len(sr.KeyDist) > 0 || len(sr.KeyDists) == 0 {
+			return nil, fmt.Errorf("version %d sender record without key distribution chunks", sr.V)
+		}
+	default:
+		return nil, fmt.Errorf("sender record version %d", sr.V)
+	}
+	sr.V = senderRecordVersion
+	return &sr, nil
 }
 
 // recvTrack follows one sender device's numbering in one conversation.
