@@ -8,9 +8,12 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
+	"time"
 
+	"filippo.io/torchwood"
 	flog "github.com/transparency-dev/formats/log"
 	"github.com/transparency-dev/merkle/proof"
 	"github.com/transparency-dev/merkle/rfc6962"
@@ -52,6 +55,15 @@ type Checkpoint struct {
 	Origin string
 	Size   uint64
 	Root   [32]byte
+	// Witnessed is when a quorum of the policy's witnesses had cosigned the
+	// checkpoint: the Quorum-th earliest timestamp of their verified
+	// c2sp.org/tlog-cosignature (cosignature/v1) signatures, each witness
+	// counted once at its earliest. A witness signs its own clock's time, so
+	// fewer than Quorum lying witnesses cannot move it earlier. It is zero
+	// when the policy needs no cosignature, fewer than Quorum counted
+	// cosignatures carry a timestamp, or the checkpoint was not opened
+	// under a Policy.
+	Witnessed time.Time
 }
 
 // Receipt proves that an entry is in a log: a C2SP tlog-proof, that is the
@@ -196,14 +208,27 @@ func (p *Policy) OpenCheckpoint(signed []byte) (Checkpoint, error) {
 	}
 	logSigned := false
 	cosigned := map[string]bool{}
+	stamps := map[string]int64{} // earliest cosignature time of each witness
 	for _, s := range n.Sigs {
 		if s.Name == logV.Name() && s.Hash == logV.KeyHash() {
 			logSigned = true
 			continue
 		}
 		for _, w := range p.Witnesses {
-			if s.Name == w.Name() && s.Hash == w.KeyHash() {
-				cosigned[fmt.Sprintf("%s+%08x", s.Name, s.Hash)] = true
+			if s.Name != w.Name() || s.Hash != w.KeyHash() {
+				continue
+			}
+			id := fmt.Sprintf("%s+%08x", s.Name, s.Hash)
+			cosigned[id] = true
+			// Only a cosignature/v1 key signs a timestamp; note.Open has
+			// verified the signature over it.
+			if _, ok := w.(*torchwood.CosignatureVerifier); !ok {
+				continue
+			}
+			if t, err := torchwood.CosignatureTimestamp(s); err == nil {
+				if old, seen := stamps[id]; !seen || t < old {
+					stamps[id] = t
+				}
 			}
 		}
 	}
@@ -220,7 +245,22 @@ func (p *Policy) OpenCheckpoint(signed []byte) (Checkpoint, error) {
 	if cp.Origin != logV.Name() {
 		return cp, fmt.Errorf("chain: open checkpoint: origin %q signed by %q: %w", cp.Origin, logV.Name(), ErrBadSignature)
 	}
+	cp.Witnessed = quorumTime(stamps, p.Quorum)
 	return cp, nil
+}
+
+// quorumTime returns the quorum-th earliest of stamps (Unix seconds), or
+// the zero time if quorum is not positive or there are fewer stamps.
+func quorumTime(stamps map[string]int64, quorum int) time.Time {
+	if quorum <= 0 || len(stamps) < quorum {
+		return time.Time{}
+	}
+	ts := make([]int64, 0, len(stamps))
+	for _, t := range stamps {
+		ts = append(ts, t)
+	}
+	slices.Sort(ts)
+	return time.Unix(ts[quorum-1], 0).UTC()
 }
 
 // ParseCheckpointText parses the body of a c2sp.org/tlog-checkpoint note
