@@ -13,7 +13,7 @@ import (
 	"github.com/iagon/gridchat/wire"
 )
 
-// Frame types of /gridchat/mailbox/1.0.0. Never renumbered.
+// Frame types of the mailbox stream protocol (<prefix>/mailbox/1.0.0). Never renumbered.
 const (
 	tPut          = 1  // sender's gateway → replica: store Env
 	tPutResult    = 2  // replica → gateway: Status, Message, Receipt

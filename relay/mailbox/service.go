@@ -23,12 +23,23 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/iagon/gridchat/e2ee"
+	"github.com/iagon/gridchat/internal/streamset"
 	"github.com/iagon/gridchat/relay/mailbox/receipt"
 	"github.com/iagon/gridchat/wire"
 )
 
-// ProtocolID is the libp2p stream protocol of mailboxes.
+// ProtocolID is the libp2p stream protocol of mailboxes in a grid with the default protocol prefix "/gridchat"
+// (ProtocolIDFor).
 const ProtocolID protocol.ID = "/gridchat/mailbox/1.0.0"
+
+// ProtocolIDFor returns the mailbox stream protocol of the grid whose protocol prefix is prefix: prefix +
+// "/mailbox/1.0.0". The empty prefix is the default one and gives ProtocolID.
+func ProtocolIDFor(prefix protocol.ID) protocol.ID {
+	if prefix == "" {
+		return ProtocolID
+	}
+	return prefix + "/mailbox/1.0.0"
+}
 
 // keyLabel is not used by the key derivation (the key is exactly SHA-256 of the device ID); it is kept out on
 // purpose so that any node can compute a mailbox's place from the device ID alone.
@@ -50,6 +61,9 @@ type Router interface {
 type Config struct {
 	// Host is the node's libp2p host; its Ed25519 identity key signs receipts. Required.
 	Host host.Host
+	// ProtocolPrefix is the grid's protocol prefix (the node's protocol_prefix): the service speaks
+	// ProtocolIDFor(ProtocolPrefix). Empty means the default, ProtocolID.
+	ProtocolPrefix protocol.ID
 	// Router finds the replicas of a mailbox. Required.
 	Router Router
 	// Datastore holds the mailboxes: give the service a namespace of its own. Required.
@@ -71,6 +85,7 @@ type Config struct {
 // the replicas of any device its gateway serves.
 type Service struct {
 	host    host.Host
+	proto   protocol.ID
 	router  Router
 	store   *Store
 	lim     Limits
@@ -92,10 +107,11 @@ type Service struct {
 	placeMu sync.Mutex
 	place   map[wire.DeviceID]placement // recent put candidates, for PutEnvelope only
 
-	mu      sync.Mutex
-	closed  bool
-	subs    map[wire.DeviceID]map[*subscriber]struct{}
-	inbound map[network.Stream]struct{}
+	inbound streamset.Set // the streams being served
+
+	mu     sync.Mutex
+	closed bool
+	subs   map[wire.DeviceID]map[*subscriber]struct{}
 }
 
 // New starts the service: it registers the stream handler and, unless cfg.DisableLoops, the expiry and repair
@@ -124,12 +140,11 @@ func New(cfg Config) (*Service, error) {
 	}
 	lim := cfg.Limits.withDefaults()
 	s := &Service{
-		host: cfg.Host, router: cfg.Router, store: NewStore(cfg.Datastore, lim), lim: lim, now: cfg.Clock,
+		host: cfg.Host, proto: ProtocolIDFor(cfg.ProtocolPrefix), router: cfg.Router, store: NewStore(cfg.Datastore, lim), lim: lim, now: cfg.Clock,
 		log: cfg.Logger, metrics: m, key: ed25519.PrivateKey(raw), replay: newReplayCache(lim.ReplayCacheSize),
 		trigger: make(chan struct{}, 1),
 		place:   make(map[wire.DeviceID]placement),
 		subs:    make(map[wire.DeviceID]map[*subscriber]struct{}),
-		inbound: make(map[network.Stream]struct{}),
 	}
 	s.store.countExpired = func(n int) { m.expired.WithLabelValues(ReasonCount).Add(float64(n)) }
 	s.ctx, s.cancel = context.WithCancel(context.Background())
@@ -143,7 +158,7 @@ func New(cfg Config) (*Service, error) {
 		s.wg.Go(s.expiryLoop)
 		s.wg.Go(s.repairLoop)
 	}
-	cfg.Host.SetStreamHandler(ProtocolID, s.handleStream)
+	cfg.Host.SetStreamHandler(s.proto, s.inbound.Handler(s.handleStream))
 	return s, nil
 }
 
@@ -153,16 +168,16 @@ func (s *Service) Store() *Store { return s.store }
 // Limits returns the limits in force.
 func (s *Service) Limits() Limits { return s.lim }
 
+// Protocol returns the mailbox stream protocol the service speaks.
+func (s *Service) Protocol() protocol.ID { return s.proto }
+
 // Close stops the service: it removes the stream handler, cuts open streams, stops the loops and waits for
 // every goroutine. It is idempotent.
 func (s *Service) Close() error {
 	s.closeOnce.Do(func() {
-		s.host.RemoveStreamHandler(ProtocolID)
+		s.host.RemoveStreamHandler(s.proto)
 		s.mu.Lock()
 		s.closed = true
-		for st := range s.inbound {
-			_ = st.Reset()
-		}
 		for _, set := range s.subs {
 			for sub := range set {
 				sub.stop()
@@ -170,6 +185,8 @@ func (s *Service) Close() error {
 		}
 		s.mu.Unlock()
 		s.cancel()
+		// The handlers first: they may start goroutines on s.wg, which must be counted before s.wg.Wait.
+		s.inbound.Close()
 		s.wg.Wait()
 	})
 	return nil
@@ -238,23 +255,8 @@ func (s *Service) candidates(ctx context.Context, dev wire.DeviceID, n int) ([]p
 }
 
 // handleStream serves one incoming mailbox stream: a size cap and a deadline on the first frame, then one
-// request.
+// request. s.inbound tracks it for Close.
 func (s *Service) handleStream(st network.Stream) {
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		_ = st.Reset()
-		return
-	}
-	s.inbound[st] = struct{}{}
-	s.wg.Add(1)
-	s.mu.Unlock()
-	defer func() {
-		s.mu.Lock()
-		delete(s.inbound, st)
-		s.mu.Unlock()
-		s.wg.Done()
-	}()
 	_ = st.SetDeadline(s.now().Add(s.lim.HandshakeTimeout))
 	f, err := readFrame(st, s.maxFrame())
 	if err != nil {
@@ -454,7 +456,7 @@ func (s *Service) putTo(ctx context.Context, p peer.ID, e *Envelope) ([]byte, er
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.lim.RequestTimeout)
 	defer cancel()
-	st, err := s.host.NewStream(ctx, p, ProtocolID)
+	st, err := s.host.NewStream(ctx, p, s.proto)
 	if err != nil {
 		return nil, errorf(StatusInternal, "open stream to %s: %v", p, err)
 	}
@@ -629,7 +631,7 @@ func (s *Service) deleteAt(ctx context.Context, p peer.ID, r SignedRequest) (int
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.lim.RequestTimeout)
 	defer cancel()
-	st, err := s.host.NewStream(ctx, p, ProtocolID)
+	st, err := s.host.NewStream(ctx, p, s.proto)
 	if err != nil {
 		return 0, errorf(StatusInternal, "open stream to %s: %v", p, err)
 	}

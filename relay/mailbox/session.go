@@ -431,7 +431,7 @@ func (ss *Session) runRemote(openCtx context.Context, src *source, r SignedReque
 		}
 	}()
 	ctx, cancel := context.WithTimeout(openCtx, s.lim.RequestTimeout)
-	st, err := s.host.NewStream(ctx, src.p, ProtocolID)
+	st, err := s.host.NewStream(ctx, src.p, s.proto)
 	cancel()
 	if err != nil {
 		ss.fail(src, errorf(StatusInternal, "open stream to %s: %v", src.p, err))

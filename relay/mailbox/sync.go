@@ -214,7 +214,7 @@ func (x *exchange) expect(t uint8) (*frame, error) {
 func (s *Service) syncWith(ctx context.Context, p peer.ID, dev wire.DeviceID) (ReconcileResult, error) {
 	ctx, cancel := context.WithTimeout(ctx, 3*s.lim.RequestTimeout)
 	defer cancel()
-	st, err := s.host.NewStream(ctx, p, ProtocolID)
+	st, err := s.host.NewStream(ctx, p, s.proto)
 	if err != nil {
 		return ReconcileResult{}, err
 	}
