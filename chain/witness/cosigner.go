@@ -168,7 +168,7 @@ func checkCosignature(cp chain.Checkpoint, payload []byte, v note.Verifier) ([]b
 func (c *Cosigner) call(ctx context.Context, id peer.ID, req *request) (*response, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
-	s, err := c.w.cfg.Host.NewStream(ctx, id, ProtocolID)
+	s, err := c.w.cfg.Host.NewStream(ctx, id, c.w.proto)
 	if err != nil {
 		return nil, fmt.Errorf("open stream: %w", err)
 	}

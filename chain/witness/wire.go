@@ -10,14 +10,38 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/libp2p/go-libp2p/core/protocol"
+
 	"github.com/iagon/gridchat/chain"
 )
 
-// ProtocolID is the libp2p stream protocol of the witness.
+// ProtocolID is the libp2p stream protocol of the witness in a grid with the
+// default protocol prefix "/gridchat" (ProtocolIDFor).
 const ProtocolID = "/gridchat/witness/1.0.0"
 
-// Topic is the pubsub topic on which checkpoints are gossiped.
+// Topic is the pubsub topic on which checkpoints are gossiped in a grid with
+// the default protocol prefix "/gridchat" (TopicFor).
 const Topic = "/gridchat/checkpoints/1"
+
+// ProtocolIDFor returns the witness stream protocol of the grid whose
+// protocol prefix is prefix: prefix + "/witness/1.0.0". The empty prefix is
+// the default one and gives ProtocolID.
+func ProtocolIDFor(prefix protocol.ID) protocol.ID {
+	if prefix == "" {
+		return ProtocolID
+	}
+	return prefix + "/witness/1.0.0"
+}
+
+// TopicFor returns the checkpoint topic of the grid whose protocol prefix is
+// prefix: prefix + "/checkpoints/1". The empty prefix is the default one and
+// gives Topic.
+func TopicFor(prefix protocol.ID) string {
+	if prefix == "" {
+		return Topic
+	}
+	return string(prefix) + "/checkpoints/1"
+}
 
 // Status codes of a witness response; they follow the HTTP codes of C2SP
 // tlog-witness and are never renumbered.
@@ -39,7 +63,7 @@ const (
 //	<blank line>
 //	<signed checkpoint note>
 //
-// The same body is gossiped on Topic.
+// The same body is gossiped on the checkpoint topic.
 type request struct {
 	Old        uint64
 	Proof      [][]byte

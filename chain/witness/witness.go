@@ -1,9 +1,9 @@
 // Package witness lets the nodes of the grid watch each other's key
 // publication logs: every node cosigns other logs' checkpoints over the
-// libp2p protocol /gridchat/witness/1.0.0 (C2SP tlog-witness semantics, C2SP
-// tlog-cosignature signatures) after checking that each is consistent with
-// the last one it cosigned, gossips checkpoints on the pubsub topic
-// /gridchat/checkpoints/1, and keeps the evidence of any split view: two
+// libp2p protocol <prefix>/witness/1.0.0 (/gridchat/witness/1.0.0 by default;
+// C2SP tlog-witness semantics, C2SP tlog-cosignature signatures) after
+// checking that each is consistent with the last one it cosigned, gossips
+// checkpoints on the pubsub topic <prefix>/checkpoints/1, and keeps the evidence of any split view: two
 // checkpoints of one log that cannot both be true. A log caught so is no
 // longer trusted.
 package witness
@@ -32,8 +32,11 @@ import (
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/mod/sumdb/note"
+
+	"github.com/iagon/gridchat/internal/streamset"
 )
 
 // Limits bounds what a witness accepts and keeps.
@@ -67,6 +70,11 @@ type Config struct {
 	Host      host.Host
 	PubSub    *pubsub.PubSub
 	Datastore ds.Datastore
+	// ProtocolPrefix is the grid's protocol prefix (the node's
+	// protocol_prefix): the witness serves ProtocolIDFor(ProtocolPrefix) and
+	// follows TopicFor(ProtocolPrefix). Empty means the default prefix
+	// (ProtocolID, Topic).
+	ProtocolPrefix protocol.ID
 	// Key signs cosignatures. With the default naming, it must be the host's
 	// identity key, so peers find it from the peer ID.
 	Key ed25519.PrivateKey
@@ -108,11 +116,13 @@ type Evidence struct {
 
 // Witness cosigns and watches the grid's logs.
 type Witness struct {
-	cfg    Config
-	log    *slog.Logger
-	signer *torchwood.CosignatureSigner
-	topic  *pubsub.Topic
-	sub    *pubsub.Subscription
+	cfg       Config
+	log       *slog.Logger
+	signer    *torchwood.CosignatureSigner
+	proto     protocol.ID // the witness stream protocol
+	topicName string      // the checkpoint topic
+	topic     *pubsub.Topic
+	sub       *pubsub.Subscription
 
 	mu         sync.Mutex
 	seen       map[string]*seenLog // by origin: recent checkpoints from any source
@@ -132,11 +142,9 @@ type Witness struct {
 	wg        sync.WaitGroup
 	closeOnce sync.Once
 
-	// streamMu guards closed and inbound: the add-checkpoint streams being
-	// served, which Close cuts and waits for (they write to the datastore).
-	streamMu sync.Mutex
-	closed   bool
-	inbound  map[network.Stream]struct{}
+	// inbound is the add-checkpoint streams being served, which Close cuts
+	// and waits for (they write to the datastore).
+	inbound streamset.Set
 }
 
 type seenLog struct {
@@ -155,7 +163,8 @@ func originKey(prefix, origin string) ds.Key {
 	return ds.NewKey(prefix + hex.EncodeToString(h[:]))
 }
 
-// New starts a witness: it serves ProtocolID on the host and follows Topic.
+// New starts a witness: it serves its stream protocol on the host and
+// follows its checkpoint topic (ProtocolIDFor, TopicFor).
 func New(ctx context.Context, cfg Config) (*Witness, error) {
 	if cfg.Host == nil || cfg.PubSub == nil || cfg.Datastore == nil || len(cfg.Key) != ed25519.PrivateKeySize {
 		return nil, errors.New("witness: new: host, pubsub, datastore and key are required")
@@ -191,6 +200,7 @@ func New(ctx context.Context, cfg Config) (*Witness, error) {
 	}
 	w := &Witness{
 		cfg: cfg, log: cfg.Logger, signer: signer,
+		proto: ProtocolIDFor(cfg.ProtocolPrefix), topicName: TopicFor(cfg.ProtocolPrefix),
 		seen: map[string]*seenLog{}, distrusted: map[string]bool{},
 		evidenceQ: make(chan []byte, 16),
 		splitViews: prometheus.NewCounter(prometheus.CounterOpts{
@@ -222,17 +232,17 @@ func New(ctx context.Context, cfg Config) (*Witness, error) {
 	if err := w.countLogs(ctx); err != nil {
 		return nil, err
 	}
-	w.topic, err = cfg.PubSub.Join(Topic)
+	w.topic, err = cfg.PubSub.Join(w.topicName)
 	if err != nil {
-		return nil, fmt.Errorf("witness: join %s: %w", Topic, err)
+		return nil, fmt.Errorf("witness: join %s: %w", w.topicName, err)
 	}
 	w.sub, err = w.topic.Subscribe()
 	if err != nil {
 		w.topic.Close()
-		return nil, fmt.Errorf("witness: subscribe %s: %w", Topic, err)
+		return nil, fmt.Errorf("witness: subscribe %s: %w", w.topicName, err)
 	}
 	w.ctx, w.cancel = context.WithCancel(context.WithoutCancel(ctx))
-	cfg.Host.SetStreamHandler(ProtocolID, w.handleStream)
+	cfg.Host.SetStreamHandler(w.proto, w.inbound.Handler(w.handleStream))
 	w.wg.Go(w.gossipLoop)
 	w.wg.Go(w.announceLoop)
 	return w, nil
@@ -243,15 +253,10 @@ func New(ctx context.Context, cfg Config) (*Witness, error) {
 func (w *Witness) Close() error {
 	var err error
 	w.closeOnce.Do(func() {
-		w.cfg.Host.RemoveStreamHandler(ProtocolID)
-		w.streamMu.Lock()
-		w.closed = true
-		for s := range w.inbound {
-			_ = s.Reset()
-		}
-		w.streamMu.Unlock()
+		w.cfg.Host.RemoveStreamHandler(w.proto)
 		w.cancel()
 		w.sub.Cancel()
+		w.inbound.Close()
 		w.wg.Wait()
 		err = w.topic.Close()
 	})
@@ -260,6 +265,10 @@ func (w *Witness) Close() error {
 	}
 	return nil
 }
+
+// Protocol returns the witness stream protocol this witness serves and its
+// cosigners speak.
+func (w *Witness) Protocol() protocol.ID { return w.proto }
 
 // Name returns the witness's cosignature key name.
 func (w *Witness) Name() string { return w.signer.Name() }
@@ -318,7 +327,7 @@ func (w *Witness) EvidenceHandler() http.Handler {
 	})
 }
 
-// Announce gossips a checkpoint of a log on Topic, with the consistency
+// Announce gossips a checkpoint of a log on the checkpoint topic, with the consistency
 // proof from the tree of size old.
 func (w *Witness) Announce(ctx context.Context, old uint64, proof [][]byte, signedCheckpoint []byte) error {
 	b := (&request{Old: old, Proof: proof, Checkpoint: signedCheckpoint}).marshal()
@@ -331,7 +340,7 @@ func (w *Witness) Announce(ctx context.Context, old uint64, proof [][]byte, sign
 	return nil
 }
 
-// TopicPeers returns the peers known to follow Topic.
+// TopicPeers returns the peers known to follow the checkpoint topic.
 func (w *Witness) TopicPeers() []peer.ID { return w.topic.ListPeers() }
 
 func (w *Witness) loadDistrusted(ctx context.Context) error {
@@ -404,26 +413,9 @@ func (w *Witness) latest(ctx context.Context, origin string) (*opened, error) {
 	return w.openLogCheckpoint(b)
 }
 
-// handleStream serves one add-checkpoint request.
+// handleStream serves one add-checkpoint request; w.inbound tracks it for
+// Close.
 func (w *Witness) handleStream(s network.Stream) {
-	w.streamMu.Lock()
-	if w.closed {
-		w.streamMu.Unlock()
-		_ = s.Reset()
-		return
-	}
-	if w.inbound == nil {
-		w.inbound = make(map[network.Stream]struct{})
-	}
-	w.inbound[s] = struct{}{}
-	w.wg.Add(1)
-	w.streamMu.Unlock()
-	defer func() {
-		w.streamMu.Lock()
-		delete(w.inbound, s)
-		w.streamMu.Unlock()
-		w.wg.Done()
-	}()
 	defer s.Close()
 	if err := s.SetDeadline(w.cfg.Clock().Add(w.cfg.Limits.StreamTimeout)); err != nil {
 		s.Reset()
