@@ -169,10 +169,11 @@ func (n *Node) startChain() error {
 	c := &chainParts{}
 	n.chain = c
 	c.witness, err = witness.New(n.ctx, witness.Config{
-		Host:      n.host,
-		PubSub:    n.pubsub,
-		Datastore: namespace.Wrap(n.store, ds.NewKey(witnessNamespace)),
-		Key:       key,
+		Host:           n.host,
+		PubSub:         n.pubsub,
+		ProtocolPrefix: n.protocolPrefix(),
+		Datastore:      namespace.Wrap(n.store, ds.NewKey(witnessNamespace)),
+		Key:            key,
 		// Cosign only grid logs (origin gridchat.grid/log/<peerID>, key
 		// from the peer ID); MaxLogs bounds the state kept.
 		AcceptLog:  func(origin string) bool { return strings.HasPrefix(origin, witness.LogOriginPrefix) },
@@ -296,7 +297,7 @@ func (g *gridCosigner) candidates() []peer.ID {
 			if id == self || g.h.Network().Connectedness(id) != network.Connected {
 				continue
 			}
-			if ps, err := g.h.Peerstore().SupportsProtocols(id, witness.ProtocolID); err == nil && len(ps) > 0 {
+			if ps, err := g.h.Peerstore().SupportsProtocols(id, g.w.Protocol()); err == nil && len(ps) > 0 {
 				ids = append(ids, id)
 			}
 		}

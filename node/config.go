@@ -46,8 +46,13 @@ type Config struct {
 	// Bootstrap are multiaddrs (ending in /p2p/<peer ID>) of grid nodes to
 	// join through. Empty for the first node of a grid.
 	Bootstrap []string
-	// ProtocolPrefix separates this grid from any other libp2p network.
-	// Default "/gridchat".
+	// ProtocolPrefix separates this grid from any other libp2p network:
+	// every stream protocol and pubsub topic of the grid is the prefix
+	// followed by /<name>/<version> (docs/PROTOCOL.md §0.3), so nodes with
+	// different prefixes share no DHT, delivery, mailbox, presence or
+	// checkpoints. It starts with "/", has no spaces and does not end in
+	// "/". Default "/gridchat", which gives /gridchat/kad/1.0.0,
+	// /gridchat/deliver/1.0.0 and so on.
 	ProtocolPrefix string
 	// ConnManager keeps the number of libp2p connections between its water marks.
 	ConnManager ConnManagerConfig
@@ -199,8 +204,9 @@ func (c Config) validate() (parsed, error) {
 	} else if _, err := net.LookupPort("tcp", port); err != nil {
 		return p, bad("gateway_addr", "%q: bad port", c.GatewayAddr)
 	}
-	if !strings.HasPrefix(c.ProtocolPrefix, "/") || strings.ContainsAny(c.ProtocolPrefix, " \t\n") {
-		return p, bad("protocol_prefix", "%q: must start with / and have no spaces", c.ProtocolPrefix)
+	if !strings.HasPrefix(c.ProtocolPrefix, "/") || strings.HasSuffix(c.ProtocolPrefix, "/") ||
+		strings.ContainsAny(c.ProtocolPrefix, " \t\n") {
+		return p, bad("protocol_prefix", "%q: must start with /, not end with / and have no spaces", c.ProtocolPrefix)
 	}
 	cm := c.ConnManager
 	if cm.LowWater < 0 || cm.HighWater < cm.LowWater || cm.GracePeriod < 0 {

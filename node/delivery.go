@@ -64,7 +64,7 @@ func (n *Node) startDelivery() error {
 	d := &delivery{}
 	var err error
 	d.presence, err = relay.NewPresence(relay.PresenceConfig{
-		Routing: n.dht, PubSub: n.pubsub, CacheSize: s.PresenceCacheSize, TTL: s.WS.PresenceTTL,
+		Routing: n.dht, PubSub: n.pubsub, ProtocolPrefix: n.protocolPrefix(), CacheSize: s.PresenceCacheSize, TTL: s.WS.PresenceTTL,
 		Now: s.clock(), Metrics: n.reg, Logger: n.log.With("part", "presence"),
 	})
 	if err != nil {
@@ -96,7 +96,7 @@ func (n *Node) startDelivery() error {
 		return errors.Join(fmt.Errorf("node: %w", err), d.close())
 	}
 	rcfg := relay.Config{
-		Host: n.host, Local: d.hub, Locator: d.presence, Limits: rlim,
+		Host: n.host, ProtocolPrefix: n.protocolPrefix(), Local: d.hub, Locator: d.presence, Limits: rlim,
 		Metrics: n.reg, Logger: n.log.With("part", "relay"),
 	}
 	if s.DropEnvelope != nil {

@@ -126,6 +126,8 @@ func TestNewRefusesBadConfiguration(t *testing.T) {
 		{"bootstrap without peer ID", func(c *node.Config) { c.Bootstrap = []string{"/ip4/127.0.0.1/tcp/4001"} }, true, "bootstrap"},
 		{"bad gateway address", func(c *node.Config) { c.GatewayAddr = "localhost" }, true, "gateway_addr"},
 		{"bad protocol prefix", func(c *node.Config) { c.ProtocolPrefix = "grid chat" }, true, "protocol_prefix"},
+		{"protocol prefix ending in /", func(c *node.Config) { c.ProtocolPrefix = "/grid/" }, true, "protocol_prefix"},
+		{"protocol prefix /", func(c *node.Config) { c.ProtocolPrefix = "/" }, true, "protocol_prefix"},
 		{"water marks crossed", func(c *node.Config) { c.ConnManager.LowWater, c.ConnManager.HighWater = 10, 5 }, true, "conn_manager"},
 		{"gateway port in use", func(c *node.Config) { c.GatewayAddr = fmt.Sprintf("127.0.0.1:%d", busy) }, false, "address already in use"},
 		{"p2p port in use", func(c *node.Config) {

@@ -36,14 +36,15 @@ type MailboxSettings struct {
 func (n *Node) startMailbox() error {
 	m := n.cfg.Mailbox
 	mb, err := mailbox.New(mailbox.Config{
-		Host:         n.host,
-		Router:       n.dht,
-		Datastore:    namespace.Wrap(n.store, ds.NewKey(mailboxNamespace)),
-		Limits:       m.Limits,
-		Clock:        m.Clock,
-		Metrics:      n.reg,
-		Logger:       n.log.With("part", "mailbox"),
-		DisableLoops: m.DisableLoops,
+		Host:           n.host,
+		ProtocolPrefix: n.protocolPrefix(),
+		Router:         n.dht,
+		Datastore:      namespace.Wrap(n.store, ds.NewKey(mailboxNamespace)),
+		Limits:         m.Limits,
+		Clock:          m.Clock,
+		Metrics:        n.reg,
+		Logger:         n.log.With("part", "mailbox"),
+		DisableLoops:   m.DisableLoops,
 	})
 	if err != nil {
 		return fmt.Errorf("node: %w", err)

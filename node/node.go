@@ -147,7 +147,7 @@ func New(ctx context.Context, cfg Config) (_ *Node, err error) {
 		return nil, err
 	}
 	n.dht, err = dht.New(n.host, dht.Config{
-		ProtocolPrefix: protocol.ID(cfg.ProtocolPrefix),
+		ProtocolPrefix: n.protocolPrefix(),
 		Datastore:      namespace.Wrap(n.store, ds.NewKey(dhtNamespace)),
 		Validators:     withPresenceValidator(withDirectoryValidators(cfg.Validators, n.directoryValidator()), cfg.Delivery),
 		MaxValueSize:   cfg.MaxRecordSize,
@@ -225,6 +225,10 @@ func New(ctx context.Context, cfg Config) (_ *Node, err error) {
 		"addrs", fmt.Sprint(n.host.Addrs()))
 	return n, nil
 }
+
+// protocolPrefix is the grid's protocol prefix, which every stream protocol
+// and pubsub topic of the node's services starts with (docs/PROTOCOL.md §0).
+func (n *Node) protocolPrefix() protocol.ID { return protocol.ID(n.cfg.ProtocolPrefix) }
 
 func (n *Node) openIdentity() (crypto.PrivKey, error) {
 	if n.cfg.DataDir == "" {
