@@ -229,9 +229,9 @@ func Restore(ctx context.Context, cfg Config, blobs BlobStore, passphrase string
 
 // --- history for a linked device ------------------------------------------------------------------------
 
-// historyChunkBytes is the archive bytes carried by one history payload. Sealed, with the session's key
-// distribution and this device's signed key attached, a chunk must stay under the grid's ciphertext limit
-// (64 KiB by default, docs/PROTOCOL.md §8), or the gateway refuses it as too large.
+// historyChunkBytes is the archive bytes carried by one history payload. Sealed, with the new device's key
+// distribution chunk and this device's signed key attached, a chunk stays under the grid's ciphertext limit
+// (64 KiB by default, docs/PROTOCOL.md §8), so it travels as one envelope rather than as fragments.
 const historyChunkBytes = 32 << 10
 
 func historyBucket(bucket string) bool {

@@ -419,7 +419,7 @@ func TestDeliveryStatusesMergeToTheWorst(t *testing.T) {
 
 func FuzzFragmentEnvelope(f *testing.F) {
 	cd := mustCodec(f)
-	f.Add(bytes.Repeat([]byte{7}, 5000), uint16(1024))
+	f.Add(bytes.Repeat([]byte{7}, 700), uint16(200))
 	f.Add([]byte("a small envelope, just over"), uint16(140))
 	f.Fuzz(func(t *testing.T, env []byte, limit uint16) {
 		fs, err := cd.fragmentEnvelope(newMessageID(), env, int(limit))
