@@ -31,10 +31,11 @@ func (c countingConn) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// countingHTTPClient returns an HTTP client whose connections add every byte read to n.
-func countingHTTPClient(n *atomic.Int64) *http.Client {
+// countingHTTPClient returns an HTTP client whose connections add every byte read to n; its idle connections
+// are closed when t ends.
+func countingHTTPClient(t *testing.T, n *atomic.Int64) *http.Client {
 	d := &net.Dialer{Timeout: 5 * time.Second}
-	return &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{
+	tr := &http.Transport{
 		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			c, err := d.DialContext(ctx, network, addr)
 			if err != nil {
@@ -42,7 +43,9 @@ func countingHTTPClient(n *atomic.Int64) *http.Client {
 			}
 			return countingConn{c, n}, nil
 		},
-	}}
+	}
+	t.Cleanup(tr.CloseIdleConnections)
+	return &http.Client{Timeout: 20 * time.Second, Transport: tr}
 }
 
 // member is a registered client and the bytes it has read from the grid.
@@ -58,18 +61,22 @@ func (g *grid) registerMany(names []string) []member {
 	errs := make([]error, len(names))
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, 4)
+	cfgs := make([]client.Config, len(names))
+	for i := range names {
+		out[i].read = new(atomic.Int64)
+		cfgs[i] = g.config(i % len(g.nodes))
+		cfgs[i].HTTPClient = countingHTTPClient(g.t, out[i].read) // closed after the clients (cleanups run last first)
+	}
 	for i, name := range names {
 		wg.Go(func() {
 			sem <- struct{}{}
 			defer func() { <-sem }()
-			read := new(atomic.Int64)
-			cfg := g.config(i % len(g.nodes))
-			cfg.HTTPClient = countingHTTPClient(read)
+			cfg := cfgs[i]
 			c, err := client.Register(g.ctx, cfg, name)
 			if err == nil {
 				err = c.WaitConnected(g.ctx)
 			}
-			out[i], errs[i] = member{c, read}, err
+			out[i].c, errs[i] = c, err
 		})
 	}
 	wg.Wait()
