@@ -78,6 +78,7 @@ type held struct {
 	chain *e2ee.Chain
 	state *e2ee.AccountState
 	last  time.Time // time of the last statement
+	claim claim     // order of its username claim (claim.go); set by the verifier
 }
 
 // relate returns how newer stands to older (e2ee.Compare on replayed chains).

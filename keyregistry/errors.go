@@ -35,6 +35,7 @@ const (
 	CodeInternal        Code = 119
 	CodeKeyExpired      Code = 120
 	CodeDeviceRevoked   Code = 121
+	CodeUsernameLost    Code = 122
 )
 
 var codeReasons = map[Code]string{
@@ -60,6 +61,7 @@ var codeReasons = map[Code]string{
 	CodeInternal:        "directory_internal",
 	CodeKeyExpired:      "directory_key_expired",
 	CodeDeviceRevoked:   "directory_device_revoked",
+	CodeUsernameLost:    "directory_username_lost",
 }
 
 // Reason returns the code's stable snake_case name.
@@ -109,6 +111,12 @@ var (
 	ErrUsernameInvalid = errors.New("invalid username")
 	// ErrUsernameTaken means a live claim of another account holds the name.
 	ErrUsernameTaken = errors.New("username taken")
+	// ErrUsernameLost means the account's own live claim of a name lost to
+	// another account's claim that comes first in the grid's order of
+	// competing claims (two claims made where neither saw the other, e.g.
+	// across a network partition): the name is the other account's, and
+	// renewing the lost claim is refused.
+	ErrUsernameLost = errors.New("username claim lost to an earlier claim")
 	// ErrUsernameLapsed means a username claim is older than the claim
 	// lifetime and was not renewed.
 	ErrUsernameLapsed = errors.New("username claim lapsed")
@@ -145,6 +153,7 @@ var codes = []struct {
 	{ErrBadProof, CodeBadProof},
 	{ErrUsernameInvalid, CodeUsernameInvalid},
 	{ErrUsernameTaken, CodeUsernameTaken},
+	{ErrUsernameLost, CodeUsernameLost},
 	{ErrUsernameLapsed, CodeUsernameLapsed},
 	{ErrExists, CodeExists},
 	{ErrNotFound, CodeNotFound},

@@ -79,7 +79,7 @@ type Handler interface {
 //
 //	GET /v1/accounts/{id}     account by ID (hex)
 //	GET /v1/devices/{id}      account holding device ID (hex)
-//	GET /v1/usernames/{name}  account holding username
+//	GET /v1/usernames/{name}  account holding username (?account={id}: whether that account holds it)
 //	GET /v1/devices/{id}/key  device's current signed messaging key
 func (s *Service) Routes(h Handler) error {
 	routes := map[string]http.HandlerFunc{
@@ -116,7 +116,7 @@ func (s *Service) httpDevice(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Service) httpUsername(w http.ResponseWriter, r *http.Request) {
-	a, err := s.LookupUsername(r.Context(), r.PathValue("name"))
+	a, err := s.lookupUsernameFor(r.Context(), r.PathValue("name"), r.URL.Query().Get("account"))
 	writeAccount(w, a, err)
 }
 
@@ -140,7 +140,7 @@ func HTTPStatus(err error) int {
 			return http.StatusGatewayTimeout
 		}
 		return http.StatusInternalServerError
-	case CodeRollback, CodeFork, CodeUsernameTaken, CodeExists:
+	case CodeRollback, CodeFork, CodeUsernameTaken, CodeUsernameLost, CodeExists:
 		return http.StatusConflict
 	case CodeDeviceRevoked:
 		return http.StatusGone

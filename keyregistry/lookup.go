@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	kaddht "github.com/libp2p/go-libp2p-kad-dht"
 	record "github.com/libp2p/go-libp2p-record"
@@ -27,6 +28,11 @@ func (s *Service) fetch(ctx context.Context, key string) (*held, error) {
 		return nil, fmt.Errorf("%w: namespace %q", ErrMalformed, ns)
 	}
 	return searchBest(ctx, s, key, v.open, func(best, h *held) bool {
+		if ns == NSUsername && best.acct.ID != h.acct.ID {
+			// Competing claims: the validator's order, so every node
+			// answers the same winner.
+			return claimBefore(h, best)
+		}
 		rel := relate(best, h)
 		return rel == e2ee.Extends || (rel == e2ee.Same && betterSame(best, h))
 	})
@@ -130,7 +136,18 @@ func (s *Service) adopt(h *held, source string) *held {
 			s.devices.update(d.ID, func(e2ee.AccountID, bool) (e2ee.AccountID, bool) { return id, true })
 		}
 		if h.acct.Username != "" {
-			s.names.update(h.acct.Username, func(e2ee.AccountID, bool) (e2ee.AccountID, bool) { return id, true })
+			s.names.update(h.acct.Username, func(cur e2ee.AccountID, had bool) (e2ee.AccountID, bool) {
+				// The name stays with a cached live claim that comes
+				// first, so gossip or a lookup of the losing account
+				// does not bring its claim back.
+				if had && cur != id {
+					if ch, ok := s.accounts.peek(cur); ok && ch.acct.Username == h.acct.Username &&
+						s.ver.usernameLive(ch) && claimBefore(ch, h) {
+						return cur, false
+					}
+				}
+				return id, true
+			})
 		}
 		if rel == e2ee.Extends {
 			s.advanceHeld(h)
@@ -223,16 +240,27 @@ func (s *Service) LookupDevice(ctx context.Context, id e2ee.DeviceID) (*Account,
 }
 
 // LookupUsername returns the verified account whose live claim holds name
-// (normalized first). A name the account has since left, or whose claim
-// lapsed, is not found: on a cache miss the account's own latest record is
-// fetched after the name record, so a stale name record cannot keep a name
-// the account gave up.
+// (normalized first): of competing claims of different accounts, the one
+// that comes first in the grid's order (docs/PROTOCOL.md §5, "Competing
+// claims"). A name the account has since left, or whose claim lapsed, is
+// not found: on a cache miss the account's own latest record is fetched
+// after the name record, so a stale name record cannot keep a name the
+// account gave up.
 func (s *Service) LookupUsername(ctx context.Context, name string) (*Account, error) {
 	const op = "lookup username"
 	n, err := NormalizeUsername(name)
 	if err != nil {
 		return nil, opErr(op, "", err)
 	}
+	h, err := s.lookupName(ctx, n)
+	if err != nil {
+		return nil, opErr(op, n, err)
+	}
+	return h.acct, nil
+}
+
+// lookupName is LookupUsername for a normalized name.
+func (s *Service) lookupName(ctx context.Context, n string) (*held, error) {
 	var h *held
 	if aid, ok := s.names.get(n); ok {
 		h, _ = s.accounts.get(aid)
@@ -241,19 +269,56 @@ func (s *Service) LookupUsername(ctx context.Context, name string) (*Account, er
 		s.m.lookups.WithLabelValues("dht").Inc()
 		got, err := s.fetch(ctx, UsernameKey(n))
 		if err != nil {
-			return nil, opErr(op, n, err)
+			return nil, err
 		}
 		s.adopt(got, "dht")
 		if h, err = s.latest(ctx, got.acct.ID); err != nil {
-			return nil, opErr(op, n, err)
+			return nil, err
 		}
 	} else {
 		s.m.lookups.WithLabelValues("cache").Inc()
 	}
 	if h.acct.Username != n || !s.ver.usernameLive(h) {
-		return nil, opErr(op, n, ErrNotFound)
+		return nil, ErrNotFound
 	}
-	return h.acct, nil
+	return h, nil
+}
+
+// UsernameOf returns account id if it holds name: its chain's current name
+// is name, its claim is live, and no other account's claim comes first.
+// An account whose live claim lost to another account's earlier one gets
+// ErrUsernameLost naming the holder; one whose claim lapsed,
+// ErrUsernameLapsed; one whose chain does not name it, ErrNotFound. A
+// client checks its own name with it (directory.username with "account").
+func (s *Service) UsernameOf(ctx context.Context, name string, id e2ee.AccountID) (*Account, error) {
+	const op = "lookup username"
+	n, err := NormalizeUsername(name)
+	if err != nil {
+		return nil, opErr(op, "", err)
+	}
+	own, err := s.latest(ctx, id)
+	if err != nil {
+		return nil, opErr(op, n, err)
+	}
+	switch {
+	case own.acct.Username != n:
+		return nil, opErr(op, n, fmt.Errorf("%w: account %s is not named %q", ErrNotFound, id, n))
+	case !s.ver.usernameLive(own):
+		return nil, opErr(op, n, fmt.Errorf("%w: claimed at %s", ErrUsernameLapsed, own.acct.UsernameAt.Format(time.RFC3339)))
+	}
+	holder, err := s.lookupName(ctx, n)
+	switch {
+	case errors.Is(err, ErrNotFound) || err == nil && holder.acct.ID == id:
+		// Its claim is the only live one the grid shows.
+		return own.acct, nil
+	case err != nil:
+		return nil, opErr(op, n, err)
+	case claimBefore(own, holder):
+		// The grid has not converged yet where this node looked; the order
+		// gives the name to id.
+		return own.acct, nil
+	}
+	return nil, opErr(op, n, fmt.Errorf("%w: account %s holds %q by an earlier claim", ErrUsernameLost, holder.acct.ID, n))
 }
 
 // DeviceAuth is what a gateway needs to authenticate a device connection.

@@ -11,6 +11,7 @@ type metrics struct {
 	gossip          *prometheus.CounterVec // announcements by result
 	publishFailures prometheus.Counter
 	republished     prometheus.Counter
+	namesLost       prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -39,9 +40,12 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		republished: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "gridchat_directory_republished_total", Help: "Held records stored again.",
 		}),
+		namesLost: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "gridchat_directory_username_lost_total", Help: "Held records not stored under their username because another account's claim comes first.",
+		}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.refusals, m.accepted, m.lookups, m.badAnswers, m.staleRefused, m.gossip, m.publishFailures, m.republished} {
+		for _, c := range []prometheus.Collector{m.refusals, m.accepted, m.lookups, m.badAnswers, m.staleRefused, m.gossip, m.publishFailures, m.republished, m.namesLost} {
 			if err := reg.Register(c); err != nil {
 				return nil, err
 			}

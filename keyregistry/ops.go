@@ -61,9 +61,13 @@ type DeviceQuery struct {
 	Device string `json:"device"`
 }
 
-// UsernameQuery names a username (normalized by the directory).
+// UsernameQuery names a username (normalized by the directory). Account,
+// if set (hex), asks whether that account holds the name (Service.UsernameOf):
+// the answer is the account, or an error such as directory_username_lost
+// when its claim lost to another account's earlier claim.
 type UsernameQuery struct {
 	Username string `json:"username"`
+	Account  string `json:"account,omitempty"`
 }
 
 // OpRegistry is where the directory registers its WebSocket operations
@@ -186,9 +190,22 @@ func (s *Service) opUsername(ctx context.Context, c *gateway.Call) (any, error) 
 	if err := decodeBody(c, &req); err != nil {
 		return nil, err
 	}
-	a, err := s.LookupUsername(ctx, req.Username)
+	a, err := s.lookupUsernameFor(ctx, req.Username, req.Account)
 	if err != nil {
 		return nil, WireError(err)
 	}
 	return a.ToJSON(), nil
+}
+
+// lookupUsernameFor is LookupUsername, or UsernameOf when account (hex) is
+// set.
+func (s *Service) lookupUsernameFor(ctx context.Context, name, account string) (*Account, error) {
+	if account == "" {
+		return s.LookupUsername(ctx, name)
+	}
+	id, err := parseHexID(account)
+	if err != nil {
+		return nil, opErr("lookup username", "", err)
+	}
+	return s.UsernameOf(ctx, name, e2ee.AccountID(id))
 }

@@ -424,8 +424,13 @@ func (s *Service) openChain(chainBytes []byte) (*held, error) {
 }
 
 // checkUsername enforces the username rules on the statements h adds to
-// cur: a new or renewed name must be normalized, freshly signed, and not
-// held by a live claim of another account.
+// cur: a new or renewed name must be normalized and freshly signed. A new
+// claim is refused with ErrUsernameTaken while the grid holds a live claim
+// of another account (first come, first served where the gateway can see
+// the name; the order of competing claims, compareClaims, only decides
+// between claims made where neither could see the other). A renewal is
+// refused with ErrUsernameLost if another account's claim comes first in
+// that order, that is if the claim already lost.
 func (s *Service) checkUsername(ctx context.Context, cur, h *held) error {
 	a := h.acct
 	if a.Username == "" || a.UsernameAt.Equal(cur.acct.UsernameAt) && a.Username == cur.acct.Username {
@@ -444,12 +449,45 @@ func (s *Service) checkUsername(ctx context.Context, cur, h *held) error {
 		return nil
 	case err != nil:
 		return err
-	case holder.acct.ID != a.ID:
-		// The validator only admits live claims whose account still holds
-		// the name, so this one blocks.
+	case holder.acct.ID == a.ID:
+		return nil
+	case h.claim.start >= cur.acct.Length:
+		// The validator only admits live claims, so this one blocks.
 		return fmt.Errorf("%w: %q is held by account %s", ErrUsernameTaken, a.Username, holder.acct.ID)
 	}
+	// A renewal is judged with the receipts the grid already has for the
+	// statements before h's, so it keeps its witnessed place.
+	cand := h
+	if len(cur.rec.Receipts) > 0 {
+		raw, err := s.ver.codec.marshal(&Record{Chain: h.rec.Chain, Receipts: cur.rec.Receipts})
+		if err != nil {
+			return err
+		}
+		if cand, err = s.ver.openWith(raw, false); err != nil {
+			return err
+		}
+	}
+	if claimBefore(holder, cand) {
+		return fmt.Errorf("%w: the claim of %q made at %s lost to account %s's earlier claim", ErrUsernameLost,
+			a.Username, cand.claim.at.Format(time.RFC3339), holder.acct.ID)
+	}
 	return nil
+}
+
+// nameWinner returns the live claim of another account that comes before
+// h's claim of its username in the grid's order (compareClaims), or nil if
+// the grid holds none (h's claim is the name's, or would be).
+func (s *Service) nameWinner(ctx context.Context, h *held) (*held, error) {
+	holder, err := s.fetch(ctx, UsernameKey(h.acct.Username))
+	switch {
+	case errors.Is(err, ErrNotFound):
+		return nil, nil
+	case err != nil:
+		return nil, err
+	case holder.acct.ID == h.acct.ID || !claimBefore(holder, h):
+		return nil, nil
+	}
+	return holder, nil
 }
 
 // accept publishes h's statements after cur to the log, stores the record
@@ -547,7 +585,20 @@ func (s *Service) store(ctx context.Context, h *held) error {
 		}
 	}
 	if h.acct.Username != "" && s.ver.usernameLive(h) {
-		if err := s.cfg.Router.PutValue(ctx, UsernameKey(h.acct.Username), h.raw); err != nil {
+		// A claim that lost is not stored under the name again: it would
+		// lose every Select, but on a peer that holds no claim yet it would
+		// linger until a lookup corrects it.
+		w, err := s.nameWinner(ctx, h)
+		if err != nil {
+			// Unknown (no peer answered): store it; the grid's Select
+			// still orders it against any other claim.
+			s.log.Debug("username holder unknown", "name", h.acct.Username, "err", err)
+		}
+		if w != nil {
+			s.m.namesLost.Inc()
+			s.log.Info("username claim lost; not stored under the name", "name", h.acct.Username,
+				"account", h.acct.ID.String(), "winner", w.acct.ID.String())
+		} else if err := s.cfg.Router.PutValue(ctx, UsernameKey(h.acct.Username), h.raw); err != nil {
 			s.log.Warn("store username", "name", h.acct.Username, "err", err)
 		}
 	}

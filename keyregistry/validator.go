@@ -110,28 +110,41 @@ func (v *verifier) openWith(raw []byte, require bool) (*held, error) {
 			return nil, fmt.Errorf("%w: receipt for seq %d of a chain of %d", ErrMalformed, rc.Seq, h.acct.Length)
 		}
 	}
-	if err := v.checkReceipts(h, require); err != nil {
+	witnessed, err := v.checkReceipts(h, require)
+	if err != nil {
 		return nil, err
 	}
+	h.claim = claimOf(h, witnessed, v.cfg.UsernameLifetime)
 	h.acct.Record = raw
 	return h, nil
 }
 
 // checkReceipts verifies h's receipts against its statements, and that the
-// device-key statements have one, as configured.
-func (v *verifier) checkReceipts(h *held, require bool) error {
+// device-key statements have one, as configured. It returns the witnessed
+// time of each verified receipt's checkpoint (chain.Checkpoint.Witnessed),
+// by statement sequence; nil when receipts are not verified, since an
+// unverified receipt's times prove nothing.
+func (v *verifier) checkReceipts(h *held, require bool) (map[uint64]time.Time, error) {
 	if v.cfg.Receipts == nil {
-		return nil
+		return nil, nil
 	}
 	stmts := h.chain.Statements()
 	acct := chain.DeriveAccountKey(stmts[0].Encode())
+	var witnessed map[uint64]time.Time
 	for _, r := range h.rec.Receipts {
 		rc, err := chain.ParseReceipt(r.Body)
 		if err != nil {
-			return fmt.Errorf("%w: receipt of statement %d: %v", ErrBadProof, r.Seq, err)
+			return nil, fmt.Errorf("%w: receipt of statement %d: %v", ErrBadProof, r.Seq, err)
 		}
-		if _, err := v.cfg.Receipts.Verify(rc, chain.Record{Account: acct, Seq: r.Seq, Body: stmts[r.Seq].Encode()}); err != nil {
-			return fmt.Errorf("%w: receipt of statement %d: %v", ErrBadProof, r.Seq, err)
+		cp, err := v.cfg.Receipts.Verify(rc, chain.Record{Account: acct, Seq: r.Seq, Body: stmts[r.Seq].Encode()})
+		if err != nil {
+			return nil, fmt.Errorf("%w: receipt of statement %d: %v", ErrBadProof, r.Seq, err)
+		}
+		if !cp.Witnessed.IsZero() {
+			if witnessed == nil {
+				witnessed = make(map[uint64]time.Time, len(h.rec.Receipts))
+			}
+			witnessed[r.Seq] = cp.Witnessed
 		}
 	}
 	if require {
@@ -139,12 +152,12 @@ func (v *verifier) checkReceipts(h *held, require bool) error {
 			switch s.Kind {
 			case e2ee.KindGenesis, e2ee.KindAddDevice, e2ee.KindRevokeDevice:
 				if h.rec.receiptFor(s.Seq) == nil {
-					return fmt.Errorf("%w: statement %d (%s) was never published", ErrBadProof, s.Seq, s.Kind)
+					return nil, fmt.Errorf("%w: statement %d (%s) was never published", ErrBadProof, s.Seq, s.Kind)
 				}
 			}
 		}
 	}
-	return nil
+	return witnessed, nil
 }
 
 // usernameLive reports whether h's username claim is live now.
@@ -290,24 +303,28 @@ func (u usernameValidator) Validate(key string, value []byte) error {
 }
 
 // Select implements record.Validator. Records of one account follow
-// selectChain. Two live claims of different accounts conflict: Select
-// refuses to choose, so a node keeps the claim it holds (kad-dht rejects a
-// put whose Select fails, and a lookup keeps the first valid answer).
+// selectChain (rollbacks lose, forks fail). Of live claims of different
+// accounts the earliest by compareClaims wins, so every node picks the same
+// record from any set of values, in any order, and the grid converges on
+// one owner of the name.
 func (u usernameValidator) Select(key string, values [][]byte) (int, error) {
-	return selectChain(key, values, u.open, ErrUsernameTaken)
+	return selectChain(key, values, u.open, compareClaims)
 }
 
 // selectChain picks the best of values: invalid values lose; of two chains
 // of one account the one that extends the other wins; equal chains prefer
-// more receipts. Two chains that fork make Select fail with ErrFork, so a
-// node never replaces what it holds by a fork. Chains of different accounts
-// fail with otherAccount (ErrAccountMismatch if nil).
-func selectChain(key string, values [][]byte, open func(string, []byte) (*held, error), otherAccount error) (int, error) {
-	if otherAccount == nil {
-		otherAccount = ErrAccountMismatch
+// more receipts. Two chains of one account that fork make Select fail with
+// ErrFork, so a node never replaces what it holds by a fork. Chains of
+// different accounts fail with ErrAccountMismatch if across is nil;
+// otherwise the best chain of each account is found first, and of those the
+// one across orders first wins (the result does not depend on the order of
+// values).
+func selectChain(key string, values [][]byte, open func(string, []byte) (*held, error), across func(a, b *held) int) (int, error) {
+	type best struct {
+		i int
+		h *held
 	}
-	best := -1
-	var bh *held
+	var per []best // best record of each account, in order of first appearance
 	var firstErr error
 	for i, val := range values {
 		h, err := open(key, val)
@@ -317,27 +334,38 @@ func selectChain(key string, values [][]byte, open func(string, []byte) (*held, 
 			}
 			continue
 		}
-		if bh == nil {
-			best, bh = i, h
+		j := 0
+		for j < len(per) && per[j].h.acct.ID != h.acct.ID {
+			j++
+		}
+		if j == len(per) {
+			if len(per) > 0 && across == nil {
+				return 0, fmt.Errorf("keyregistry: select %s: %w: accounts %s and %s", key, ErrAccountMismatch, per[0].h.acct.ID, h.acct.ID)
+			}
+			per = append(per, best{i, h})
 			continue
 		}
-		if h.acct.ID != bh.acct.ID {
-			return 0, fmt.Errorf("keyregistry: select %s: %w: accounts %s and %s", key, otherAccount, bh.acct.ID, h.acct.ID)
-		}
+		bh := per[j].h
 		switch relate(bh, h) {
 		case e2ee.Extends:
-			best, bh = i, h
+			per[j] = best{i, h}
 		case e2ee.Same:
 			if betterSame(bh, h) {
-				best, bh = i, h
+				per[j] = best{i, h}
 			}
 		case e2ee.RolledBack:
 		default:
 			return 0, fmt.Errorf("keyregistry: select %s: %w at length %d/%d", key, ErrFork, bh.acct.Length, h.acct.Length)
 		}
 	}
-	if bh == nil {
+	if len(per) == 0 {
 		return 0, fmt.Errorf("keyregistry: select %s: no valid record: %w", key, errors.Join(firstErr))
 	}
-	return best, nil
+	win := per[0]
+	for _, b := range per[1:] {
+		if across(b.h, win.h) < 0 {
+			win = b
+		}
+	}
+	return win.i, nil
 }

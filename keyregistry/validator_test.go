@@ -46,7 +46,7 @@ func testChains(t *testing.T) (v1, v2, v3, fork, other []byte, id e2ee.AccountID
 	return v1, v2, v3, fork, other, c.AccountID(), d.ID()
 }
 
-func TestSelectorPrefersExtensionsAndRefusesForksAndOtherAccounts(t *testing.T) {
+func TestSelectorPrefersExtensionsAndRefusesForksAndOtherAccountsUnderOneID(t *testing.T) {
 	v1, v2, v3, fork, other, id, dev := testChains(t)
 	vals := Validators(ValidatorConfig{})
 	acct, name, device := vals[NSAccount], vals[NSUsername], vals[NSDevice]
@@ -69,7 +69,6 @@ func TestSelectorPrefersExtensionsAndRefusesForksAndOtherAccounts(t *testing.T) 
 		{"invalid loses", ak, acct, [][]byte{[]byte("junk"), v1}, 1, nil},
 		{"fork refused", ak, acct, [][]byte{v3, fork}, 0, ErrFork},
 		{"device index: longer wins", dk, device, [][]byte{v1, v3}, 1, nil},
-		{"name: two accounts conflict", nk, name, [][]byte{v2, other}, 0, ErrUsernameTaken},
 		{"name: extension of the holder wins", nk, name, [][]byte{v2, v3}, 1, nil},
 		{"record of another account under the key", ak, acct, [][]byte{other}, 0, ErrAccountMismatch},
 	}
