@@ -296,8 +296,8 @@ func (p *Presence) makeRoom(now time.Time) {
 	}
 }
 
-// Publish verifies a signed presence record, caches it, announces it on the presence topic and stores it in the DHT
-// in the background (within MaxDHTPuts). It does not wait for the network.
+// Publish verifies a signed presence record, caches it, announces it on the presence topic and stores it in the
+// DHT in the background (within MaxDHTPuts). It does not wait for the network.
 func (p *Presence) Publish(ctx context.Context, record []byte) error {
 	rec, err := p.val.open(record)
 	if err != nil {

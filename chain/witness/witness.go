@@ -3,9 +3,9 @@
 // libp2p protocol <prefix>/witness/1.0.0 (/gridchat/witness/1.0.0 by default;
 // C2SP tlog-witness semantics, C2SP tlog-cosignature signatures) after
 // checking that each is consistent with the last one it cosigned, gossips
-// checkpoints on the pubsub topic <prefix>/checkpoints/1, and keeps the evidence of any split view: two
-// checkpoints of one log that cannot both be true. A log caught so is no
-// longer trusted.
+// checkpoints on the pubsub topic <prefix>/checkpoints/1, and keeps the
+// evidence of any split view: two checkpoints of one log that cannot both be
+// true. A log caught so is no longer trusted.
 package witness
 
 import (
@@ -327,8 +327,8 @@ func (w *Witness) EvidenceHandler() http.Handler {
 	})
 }
 
-// Announce gossips a checkpoint of a log on the checkpoint topic, with the consistency
-// proof from the tree of size old.
+// Announce gossips a checkpoint of a log on the checkpoint topic, with the
+// consistency proof from the tree of size old.
 func (w *Witness) Announce(ctx context.Context, old uint64, proof [][]byte, signedCheckpoint []byte) error {
 	b := (&request{Old: old, Proof: proof, Checkpoint: signedCheckpoint}).marshal()
 	if len(b) > w.cfg.Limits.MaxMessage {

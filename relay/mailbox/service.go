@@ -140,7 +140,8 @@ func New(cfg Config) (*Service, error) {
 	}
 	lim := cfg.Limits.withDefaults()
 	s := &Service{
-		host: cfg.Host, proto: ProtocolIDFor(cfg.ProtocolPrefix), router: cfg.Router, store: NewStore(cfg.Datastore, lim), lim: lim, now: cfg.Clock,
+		host: cfg.Host, proto: ProtocolIDFor(cfg.ProtocolPrefix), router: cfg.Router,
+		store: NewStore(cfg.Datastore, lim), lim: lim, now: cfg.Clock,
 		log: cfg.Logger, metrics: m, key: ed25519.PrivateKey(raw), replay: newReplayCache(lim.ReplayCacheSize),
 		trigger: make(chan struct{}, 1),
 		place:   make(map[wire.DeviceID]placement),
@@ -167,9 +168,6 @@ func (s *Service) Store() *Store { return s.store }
 
 // Limits returns the limits in force.
 func (s *Service) Limits() Limits { return s.lim }
-
-// Protocol returns the mailbox stream protocol the service speaks.
-func (s *Service) Protocol() protocol.ID { return s.proto }
 
 // Close stops the service: it removes the stream handler, cuts open streams, stops the loops and waits for
 // every goroutine. It is idempotent.
