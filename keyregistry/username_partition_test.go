@@ -2,7 +2,9 @@ package keyregistry_test
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
+	"net/http"
 	"sync"
 	"testing"
 	"time"
@@ -13,9 +15,11 @@ import (
 	"github.com/multiformats/go-multiaddr"
 
 	"github.com/iagon/gridchat/e2ee"
+	"github.com/iagon/gridchat/gateway/gatewaytest"
 	"github.com/iagon/gridchat/internal/gridtest"
 	"github.com/iagon/gridchat/keyregistry"
 	"github.com/iagon/gridchat/node"
+	"github.com/iagon/gridchat/wire"
 )
 
 // partitionGater refuses connections to and from the peers it blocks, until
@@ -182,17 +186,66 @@ func TestPartitionedClaimsOfOneNameConvergeOnTheEarliestWitnessedClaim(t *testin
 			t.Fatalf("node %d: the winner asking for its name: %s, %v", i, idOf(got), err)
 		}
 	}
+	// The same over the WebSocket API and HTTP, on a node that never saw
+	// b's claim before the healing.
+	ws, err := gatewaytest.Dial(ctxT(t), gatewaytest.WSURL(g.nodes[1].GatewayURL()), gatewaytest.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.Close()
+	_, err = ws.Call(ctxT(t), keyregistry.OpUsername, keyregistry.UsernameQuery{Username: "alice", Account: b.id.String()})
+	var we *wire.Error
+	if !errors.As(err, &we) || we.Code != wire.Code(keyregistry.CodeUsernameLost) || we.Reason != "directory_username_lost" {
+		t.Fatalf("directory.username for the loser: %v", err)
+	}
+	for acct, want := range map[e2ee.AccountID]int{a.id: http.StatusOK, b.id: http.StatusConflict} {
+		resp, err := http.Get(g.nodes[1].GatewayURL() + "/v1/usernames/alice?account=" + acct.String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		var body map[string]any
+		_ = json.NewDecoder(resp.Body).Decode(&body)
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Fatalf("GET /v1/usernames/alice?account=%s: %d %v, want %d", acct, resp.StatusCode, body, want)
+		}
+	}
+
+	// An update of the loser that leaves its name alone is accepted and
+	// gossiped; no node's cache gives it the name back.
+	g.appendStmt(b, b.devs[0], &e2ee.SetProfile{Profile: e2ee.Profile{Name: "B"}})
+	g.mustSubmit(2, b)
+	deadline := time.Now().Add(20 * time.Second)
+	for i := range g.nodes {
+		for {
+			got, err := g.dir(i).LookupAccount(ctxT(t), b.id)
+			if err == nil && got.Length == uint64(b.chain.Len()) {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("node %d did not see the loser's update: %v; %s", i, err, g.announcements())
+			}
+			time.Sleep(20 * time.Millisecond) // polling for gossip with a deadline
+		}
+		if got, err := g.dir(i).LookupUsername(ctxT(t), "alice"); err != nil || got.ID != a.id {
+			t.Fatalf("node %d, after the loser's update: alice is %s, %v; want %s", i, idOf(got), err, a.id)
+		}
+	}
+
 	renewal, _ := e2ee.DecodeChain(b.chain.Encode())
 	if _, err := renewal.Append(b.devs[0], &e2ee.SetUsername{Username: "alice"}, g.clock.Now()); err != nil {
 		t.Fatal(err)
 	}
-	_, err := g.submit(2, renewal.Encode())
+	_, err = g.submit(2, renewal.Encode())
 	mustRefuse(t, "renewal of the lost claim", err, keyregistry.ErrUsernameLost)
 	// Republishing (node 4 holds b's record) does not bring b's claim back.
 	for i := range g.nodes {
 		if _, err := g.dir(i).Republish(ctxT(t)); err != nil {
 			t.Fatalf("node %d: republish: %v", i, err)
 		}
+	}
+	if lost := counter(g.nodes[4], "gridchat_directory_username_lost_total"); lost < 1 {
+		t.Fatalf("node 4 republished the lost claim under the name (lost counter %v)", lost)
 	}
 	converged("after republishing")
 
@@ -217,3 +270,4 @@ func idOf(a *keyregistry.Account) string {
 	}
 	return a.ID.String()
 }
+
