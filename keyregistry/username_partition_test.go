@@ -270,4 +270,3 @@ func idOf(a *keyregistry.Account) string {
 	}
 	return a.ID.String()
 }
-
