@@ -13,18 +13,19 @@ import (
 // joinTopic registers the announcement validator and subscribes.
 func (s *Service) joinTopic() error {
 	ps := s.cfg.PubSub
-	if err := ps.RegisterTopicValidator(Topic, s.validateAnnouncement); err != nil {
+	topic := TopicFor(s.cfg.ProtocolPrefix)
+	if err := ps.RegisterTopicValidator(topic, s.validateAnnouncement); err != nil {
 		return err
 	}
-	t, err := ps.Join(Topic)
+	t, err := ps.Join(topic)
 	if err != nil {
-		_ = ps.UnregisterTopicValidator(Topic)
+		_ = ps.UnregisterTopicValidator(topic)
 		return err
 	}
 	sub, err := t.Subscribe()
 	if err != nil {
 		_ = t.Close()
-		_ = ps.UnregisterTopicValidator(Topic)
+		_ = ps.UnregisterTopicValidator(topic)
 		return err
 	}
 	s.topic, s.sub = t, sub

@@ -11,13 +11,25 @@ import (
 	kb "github.com/libp2p/go-libp2p-kbucket"
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
 
 	"github.com/iagon/gridchat/e2ee"
 )
 
 // KeyTopic is the gossipsub topic on which messaging-key records are
-// announced (bare KeyRecord encodings).
+// announced (bare KeyRecord encodings), in a grid with the default protocol
+// prefix "/gridchat" (KeyTopicFor).
 const KeyTopic = "/gridchat/directory-keys/1"
+
+// KeyTopicFor returns the messaging-key topic of the grid whose protocol
+// prefix is prefix: prefix + "/directory-keys/1". The empty prefix is the
+// default one and gives KeyTopic.
+func KeyTopicFor(prefix protocol.ID) string {
+	if prefix == "" {
+		return KeyTopic
+	}
+	return string(prefix) + "/directory-keys/1"
+}
 
 // heldKeysPrefix is the datastore prefix of the key records this node
 // accepted from its own clients and republishes. It shares no prefix with
@@ -57,18 +69,19 @@ func (s *Service) startKeys() error {
 	s.keys.cache = newLRU[e2ee.DeviceID, *keyHeld](s.lim.CacheSize, s.lim.CacheTTL, s.cfg.Validator.Now)
 	s.keys.val = keyValidator{s.ver}
 	if ps := s.cfg.PubSub; ps != nil {
-		if err := ps.RegisterTopicValidator(KeyTopic, s.validateKeyAnnouncement); err != nil {
+		topic := KeyTopicFor(s.cfg.ProtocolPrefix)
+		if err := ps.RegisterTopicValidator(topic, s.validateKeyAnnouncement); err != nil {
 			return err
 		}
-		t, err := ps.Join(KeyTopic)
+		t, err := ps.Join(topic)
 		if err != nil {
-			_ = ps.UnregisterTopicValidator(KeyTopic)
+			_ = ps.UnregisterTopicValidator(topic)
 			return err
 		}
 		sub, err := t.Subscribe()
 		if err != nil {
 			_ = t.Close()
-			_ = ps.UnregisterTopicValidator(KeyTopic)
+			_ = ps.UnregisterTopicValidator(topic)
 			return err
 		}
 		s.keys.topic, s.keys.sub = t, sub
@@ -84,7 +97,7 @@ func (s *Service) stopKeys() {
 		s.keys.sub.Cancel()
 	}
 	if s.keys.topic != nil {
-		_ = s.cfg.PubSub.UnregisterTopicValidator(KeyTopic)
+		_ = s.cfg.PubSub.UnregisterTopicValidator(KeyTopicFor(s.cfg.ProtocolPrefix))
 		_ = s.keys.topic.Close()
 	}
 }

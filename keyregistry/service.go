@@ -11,6 +11,7 @@ import (
 	ds "github.com/ipfs/go-datastore"
 	kb "github.com/libp2p/go-libp2p-kbucket"
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	"github.com/libp2p/go-libp2p/core/protocol"
 	"github.com/libp2p/go-libp2p/core/routing"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -31,8 +32,18 @@ type Publisher interface {
 	Publish(ctx context.Context, r chain.Record) (*chain.Receipt, error)
 }
 
-// Topic is the gossipsub topic on which directory records are announced.
+// Topic is the gossipsub topic on which directory records are announced, in a grid with the default protocol
+// prefix "/gridchat" (TopicFor).
 const Topic = "/gridchat/directory/1"
+
+// TopicFor returns the directory topic of the grid whose protocol prefix is prefix: prefix + "/directory/1".
+// The empty prefix is the default one and gives Topic.
+func TopicFor(prefix protocol.ID) string {
+	if prefix == "" {
+		return Topic
+	}
+	return string(prefix) + "/directory/1"
+}
 
 // Limits are the directory's limits and timings, with defaults from
 // DefaultLimits.
@@ -129,9 +140,13 @@ type Config struct {
 	// Datastore keeps the records this node registered or updated, so it can
 	// republish them after a restart. Required; give it a namespace of its own.
 	Datastore ds.Datastore
-	// PubSub carries announcements on Topic. Optional: without it caches
+	// PubSub carries announcements on TopicFor(ProtocolPrefix) and messaging
+	// keys on KeyTopicFor(ProtocolPrefix). Optional: without it caches
 	// refresh only by TTL.
 	PubSub *pubsub.PubSub
+	// ProtocolPrefix is the grid's protocol prefix, which names the topics.
+	// Empty is the default ("/gridchat").
+	ProtocolPrefix protocol.ID
 	// Publisher is the key publication log. Optional: without it records
 	// carry no receipts. When a statement cannot be published (the log finds
 	// no witness quorum, say on a node that is alone), the record is stored
@@ -284,7 +299,7 @@ func (s *Service) Close() error {
 		s.wg.Wait()
 		s.stopKeys()
 		if s.topic != nil {
-			_ = s.cfg.PubSub.UnregisterTopicValidator(Topic)
+			_ = s.cfg.PubSub.UnregisterTopicValidator(TopicFor(s.cfg.ProtocolPrefix))
 			_ = s.topic.Close()
 		}
 	})

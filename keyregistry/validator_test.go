@@ -5,6 +5,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/protocol"
+
 	"github.com/iagon/gridchat/e2ee"
 )
 
@@ -120,4 +122,19 @@ func stringsToUpper(s string) string {
 		}
 	}
 	return string(b)
+}
+
+func TestProtocolPrefixDerivesTheDirectoryTopics(t *testing.T) {
+	for _, tc := range []struct{ prefix, topic, keys string }{
+		{"", "/gridchat/directory/1", "/gridchat/directory-keys/1"},
+		{"/gridchat", "/gridchat/directory/1", "/gridchat/directory-keys/1"},
+		{"/mygrid", "/mygrid/directory/1", "/mygrid/directory-keys/1"},
+	} {
+		if got := TopicFor(protocol.ID(tc.prefix)); got != tc.topic {
+			t.Errorf("TopicFor(%q) = %q, want %q", tc.prefix, got, tc.topic)
+		}
+		if got := KeyTopicFor(protocol.ID(tc.prefix)); got != tc.keys {
+			t.Errorf("KeyTopicFor(%q) = %q, want %q", tc.prefix, got, tc.keys)
+		}
+	}
 }

@@ -42,16 +42,17 @@ func (n *Node) startDirectory() error {
 		d.Publisher = n.chain.log
 	}
 	dir, err := keyregistry.New(keyregistry.Config{
-		Router:     n.dht,
-		Datastore:  namespace.Wrap(n.store, ds.NewKey(directoryNamespace)),
-		PubSub:     n.pubsub,
-		Publisher:  d.Publisher,
-		OnRevoked:  n.revoked,
-		GatewayID:  []byte(n.host.ID()),
-		Validator:  n.directoryValidator(),
-		Limits:     d.Limits,
-		Logger:     n.log.With("part", "directory"),
-		Registerer: n.reg,
+		Router:         n.dht,
+		Datastore:      namespace.Wrap(n.store, ds.NewKey(directoryNamespace)),
+		PubSub:         n.pubsub,
+		ProtocolPrefix: n.protocolPrefix(),
+		Publisher:      d.Publisher,
+		OnRevoked:      n.revoked,
+		GatewayID:      []byte(n.host.ID()),
+		Validator:      n.directoryValidator(),
+		Limits:         d.Limits,
+		Logger:         n.log.With("part", "directory"),
+		Registerer:     n.reg,
 	})
 	if err != nil {
 		return fmt.Errorf("node: %w", err)

@@ -75,7 +75,7 @@ func crossLink(t *testing.T, a, b *node.Node) {
 	}
 }
 
-func TestGridsWithDifferentProtocolPrefixesShareNoDeliveryPresenceOrCheckpoints(t *testing.T) {
+func TestGridsWithDifferentProtocolPrefixesShareNoDeliveryDirectoryPresenceOrCheckpoints(t *testing.T) {
 	gx := gridtest.Swarm(t, 2, withPrefix("/gridx"))
 	gy := gridtest.Swarm(t, 2, withPrefix("/gridy"))
 	ctx := deliveryCtx(t)
@@ -101,12 +101,13 @@ func TestGridsWithDifferentProtocolPrefixesShareNoDeliveryPresenceOrCheckpoints(
 				t.Fatalf("node of %s serves the default grid's %v", g, got)
 			}
 			topics := nd.PubSub().GetTopics()
-			for _, want := range []string{g + "/presence/1", g + "/checkpoints/1"} {
+			for _, want := range []string{g + "/presence/1", g + "/checkpoints/1", g + "/directory/1", g + "/directory-keys/1"} {
 				if !slices.Contains(topics, want) {
 					t.Fatalf("node of %s follows %v, not %s", g, topics, want)
 				}
 			}
-			for _, other := range []string{"/gridchat/presence/1", "/gridchat/checkpoints/1"} {
+			for _, other := range []string{"/gridchat/presence/1", "/gridchat/checkpoints/1", "/gridchat/directory/1",
+				"/gridchat/directory-keys/1"} {
 				if slices.Contains(topics, other) {
 					t.Fatalf("node of %s follows the default grid's %s", g, other)
 				}
@@ -138,10 +139,11 @@ func TestGridsWithDifferentProtocolPrefixesShareNoDeliveryPresenceOrCheckpoints(
 		t.Fatalf("send within grid X: status %s %s, want delivered", st, r.Results[0].Reason)
 	}
 
-	// Grid X gossiped presence and checkpoints within itself (X1 cosigned X0's log and gossiped what it
-	// cosigned) while its nodes' gossipsub talked to grid Y's...
+	// Grid X gossiped directory records, presence and checkpoints within itself (X1 cosigned X0's log and
+	// gossiped what it cosigned) while its nodes' gossipsub talked to grid Y's...
 	xGossip := func() bool {
-		return gauge(t, gx[0], "gridchat_presence_received_total") > 0 &&
+		return gauge(t, gx[1], "gridchat_directory_announcements_total") > 0 &&
+			gauge(t, gx[0], "gridchat_presence_received_total") > 0 &&
 			gauge(t, gx[1], "gridchat_witness_requests_total") > 0 &&
 			gauge(t, gx[0], "gridchat_witness_gossip_total") > 0
 	}
@@ -150,8 +152,8 @@ func TestGridsWithDifferentProtocolPrefixesShareNoDeliveryPresenceOrCheckpoints(
 	}
 	// ...and none of it reached grid Y, which has had no device and no log entry of its own yet.
 	for i, y := range gy {
-		for _, m := range []string{"gridchat_presence_received_total", "gridchat_witness_requests_total",
-			"gridchat_witness_gossip_total"} {
+		for _, m := range []string{"gridchat_directory_announcements_total", "gridchat_presence_received_total",
+			"gridchat_witness_requests_total", "gridchat_witness_gossip_total"} {
 			if v := gauge(t, y, m); v != 0 {
 				t.Errorf("node Y%d: %s = %v: grid X's traffic crossed", i, m, v)
 			}
