@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -296,4 +297,169 @@ func TestStoreDeleteMarksExpire(t *testing.T) {
 	if devs, _ := s.Devices(ctx); len(devs) != 0 {
 		t.Fatalf("mailbox left behind: %v", devs)
 	}
+}
+
+// countingStore counts a datastore's Get calls by key prefix (/e/, /i/, ...) and the bytes they return.
+type countingStore struct {
+	ds.Batching
+	mu    sync.Mutex
+	reads map[string]int
+	bytes int
+}
+
+func (c *countingStore) Get(ctx context.Context, k ds.Key) ([]byte, error) {
+	b, err := c.Batching.Get(ctx, k)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.reads[k.String()[:3]]++
+	c.bytes += len(b)
+	return b, err
+}
+
+func (c *countingStore) reset() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.reads, c.bytes = make(map[string]int), 0
+}
+
+// Acknowledging envelopes must not read their records back: reading each record (up to 64 KiB, from sstables
+// once the mailbox outgrows Pebble's memtable and block cache) made a full fetch of 10,000 envelopes several
+// times slower per envelope than one of 1,000. The index entry alone keeps the counters right.
+func TestStoreDeleteReadsOnlyTheIndexNotTheRecords(t *testing.T) {
+	ctx := context.Background()
+	cs := &countingStore{Batching: namespace.Wrap(openPebble(t, t.TempDir()), ds.NewKey("/mailbox")),
+		reads: make(map[string]int)}
+	s := NewStore(cs, Limits{})
+	to := randDevice(t)
+	senders := []wire.DeviceID{randDevice(t), randDevice(t), randDevice(t)}
+	const n, batch = 300, 100
+	ids := make([]wire.MessageID, n)
+	for i := range n {
+		e := env(to, senders[i%len(senders)], i, t0.Add(time.Duration(i)*time.Millisecond))
+		e.Ciphertext = append(e.Ciphertext, make([]byte, 1000+i)...)
+		if _, err := s.Put(ctx, e, t0.Add(time.Minute)); err != nil {
+			t.Fatal(err)
+		}
+		ids[i] = e.MessageID
+	}
+	cs.reset()
+	for i := 0; i < n; i += batch {
+		removed, err := s.Delete(ctx, to, ids[i:i+batch], t0.Add(time.Minute))
+		if err != nil || removed != batch {
+			t.Fatalf("delete batch %d: removed %d, %v", i/batch, removed, err)
+		}
+	}
+	cs.mu.Lock()
+	reads, bytes := cs.reads, cs.bytes
+	cs.mu.Unlock()
+	if reads[pEnv] != 0 {
+		t.Errorf("deleting %d envelopes read %d envelope records", n, reads[pEnv])
+	}
+	if reads[pIndex] != n {
+		t.Errorf("deleting %d envelopes read %d index entries, want one each", n, reads[pIndex])
+	}
+	// Per batch, beyond the index entries: the counters (32 bytes) and each sender's count (8 bytes).
+	if limit := n*indexLen + (n/batch)*(32+8*len(senders)); bytes > limit {
+		t.Errorf("deleting %d envelopes read %d bytes, want at most %d", n, bytes, limit)
+	}
+	m, err := s.getMeta(ctx, to)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.count != 0 || m.bytes != 0 || m.marks != n {
+		t.Fatalf("counters after deleting everything: %+v", m)
+	}
+	for _, from := range senders {
+		if ok, err := cs.Has(ctx, senderKey(to, from)); err != nil || ok {
+			t.Fatalf("sender count left behind: %v %v", ok, err)
+		}
+	}
+}
+
+// An index entry written before entries carried the sender and size (8 bytes, the stamp alone) still serves
+// Get, Delete and the count limit.
+func TestStoreReadsIndexEntriesOfTheOlderForm(t *testing.T) {
+	ctx := context.Background()
+	s := newTestStore(t, Limits{MaxCount: 3})
+	to, a, b := randDevice(t), randDevice(t), randDevice(t)
+	var es []*Envelope
+	for i := range 3 {
+		from := a
+		if i == 1 {
+			from = b
+		}
+		e := env(to, from, i, t0.Add(time.Duration(i)*time.Second))
+		if _, err := s.Put(ctx, e, t0.Add(time.Minute)); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.d.Put(ctx, idKey(pIndex, to, e.MessageID), u64(uint64(e.Stamp))); err != nil {
+			t.Fatal(err)
+		}
+		es = append(es, e)
+	}
+	got, ok, err := s.Get(ctx, to, es[1].MessageID)
+	if err != nil || !ok || string(got.Ciphertext) != string(es[1].Ciphertext) || got.Sender != b {
+		t.Fatalf("get: %+v %v %v", got, ok, err)
+	}
+	if r, err := s.Put(ctx, es[2], t0.Add(time.Minute)); err != nil || r != Duplicate {
+		t.Fatalf("put again: %v %v", r, err)
+	}
+	if removed, err := s.Delete(ctx, to, []wire.MessageID{es[1].MessageID}, t0.Add(time.Minute)); err != nil || removed != 1 {
+		t.Fatalf("delete: %d %v", removed, err)
+	}
+	if ok, err := s.d.Has(ctx, senderKey(to, b)); err != nil || ok {
+		t.Fatalf("sender count after delete: %v %v", ok, err)
+	}
+	// Two more push es[0] out by the count limit; then deleting the rest empties the counters.
+	var rest []wire.MessageID
+	for i := 3; i < 5; i++ {
+		e := env(to, a, i, t0.Add(time.Duration(i)*time.Second))
+		if _, err := s.Put(ctx, e, t0.Add(time.Minute)); err != nil {
+			t.Fatal(err)
+		}
+		rest = append(rest, e.MessageID)
+	}
+	ts, err := s.Tombstones(ctx, to)
+	if err != nil || len(ts) != 1 || ts[0].MessageID != es[0].MessageID || ts[0].Sender != a {
+		t.Fatalf("tombstones %+v %v", ts, err)
+	}
+	rest = append(rest, es[2].MessageID)
+	if removed, err := s.Delete(ctx, to, rest, t0.Add(time.Minute)); err != nil || removed != 3 {
+		t.Fatalf("delete the rest: %d %v", removed, err)
+	}
+	m, err := s.getMeta(ctx, to)
+	if err != nil || m.count != 0 || m.bytes != 0 {
+		t.Fatalf("counters %+v %v", m, err)
+	}
+	if ok, err := s.d.Has(ctx, senderKey(to, a)); err != nil || ok {
+		t.Fatalf("sender count left behind: %v %v", ok, err)
+	}
+}
+
+func FuzzDecodeIndex(f *testing.F) {
+	h := held{MessageID: msgID(1), Sender: wire.DeviceID{1, 2, 3}, Stamp: t0.UnixNano(), Size: 1024}
+	f.Add(h.encodeIndex())
+	f.Add(u64(uint64(t0.UnixNano())))
+	f.Add([]byte{})
+	f.Add(make([]byte, indexLen))
+	f.Add(h.encodeIndex()[:indexLen-1])
+	f.Add(append(h.encodeIndex(), 0))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		h, full, err := decodeIndex(msgID(7), b)
+		if err != nil {
+			return
+		}
+		if h.MessageID != msgID(7) || h.Stamp <= 0 {
+			t.Fatalf("decoded %+v", h)
+		}
+		if !full {
+			if len(b) != oldIndexLen || h.Size != 0 || h.Sender != (wire.DeviceID{}) {
+				t.Fatalf("older form of %d bytes decoded as %+v", len(b), h)
+			}
+			return
+		}
+		if h.Size <= 0 || string(h.encodeIndex()) != string(b) {
+			t.Fatalf("%x decoded as %+v, which encodes differently", b, h)
+		}
+	})
 }
