@@ -70,11 +70,11 @@ func (l *recordingLocal) envelopes() []wire.Envelope {
 // mapLocator answers presence lookups from a fixed table.
 type mapLocator map[wire.DeviceID]Location
 
-func (m mapLocator) Locate(_ context.Context, d wire.DeviceID) (Location, error) {
+func (m mapLocator) Locations(_ context.Context, d wire.DeviceID) ([]Location, error) {
 	if loc, ok := m[d]; ok {
-		return loc, nil
+		return []Location{loc}, nil
 	}
-	return Location{}, ErrNotOnline
+	return nil, ErrNotOnline
 }
 
 func newHost(t testing.TB) host.Host {

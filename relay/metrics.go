@@ -13,6 +13,8 @@ type metrics struct {
 	offline   prometheus.Counter
 	failed    *prometheus.CounterVec
 	fallback  *prometheus.CounterVec
+	retried   *prometheus.CounterVec
+	copies    *prometheus.CounterVec
 	dropped   *prometheus.CounterVec
 	inbound   prometheus.Counter
 }
@@ -32,13 +34,19 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		fallback: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "gridchat_relay_mailbox_fallback_total",
 			Help: "Envelopes handed to a mailbox after their live delivery failed, by the failure's reason."},
 			[]string{"reason"}),
+		retried: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "gridchat_relay_gateway_retries_total",
+			Help: "Envelopes tried on another gateway of a device connected to several, by why the previous one failed."},
+			[]string{"reason"}),
+		copies: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "gridchat_relay_mailbox_copies_total",
+			Help: "Envelopes delivered through a gateway named only by a superseded presence record and also put in the mailbox, by result (stored, failed)."},
+			[]string{"result"}),
 		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "gridchat_relay_dropped_total",
 			Help: "Deliver frames or streams dropped, by reason."}, []string{"reason"}),
 		inbound: prometheus.NewCounter(prometheus.CounterOpts{Name: "gridchat_relay_inbound_total",
 			Help: "Envelopes received from other nodes over the deliver protocol."}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.sent, m.delivered, m.stored, m.offline, m.failed, m.fallback, m.dropped, m.inbound} {
+		for _, c := range []prometheus.Collector{m.sent, m.delivered, m.stored, m.offline, m.failed, m.fallback, m.retried, m.copies, m.dropped, m.inbound} {
 			if err := reg.Register(c); err != nil {
 				return nil, err
 			}

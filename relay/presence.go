@@ -1,11 +1,13 @@
 package relay
 
 import (
+	"cmp"
 	"context"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -35,6 +37,10 @@ func PresenceTopicFor(prefix protocol.ID) string {
 	}
 	return string(prefix) + "/presence/1"
 }
+
+// DefaultMaxPresenceGateways is how many gateways the presence cache keeps per device by default: a device may
+// be connected to several at once (failover, an overlapping reconnect, several network paths).
+const DefaultMaxPresenceGateways = 8
 
 // PresenceKey returns the DHT key of a device's presence record: "/gcpres/" and the device ID in lowercase hex.
 func PresenceKey(d wire.DeviceID) string {
@@ -124,6 +130,8 @@ type PresenceConfig struct {
 	ProtocolPrefix protocol.ID
 	// CacheSize bounds the presence cache (default 100,000 devices).
 	CacheSize int
+	// MaxGateways bounds the gateways the cache keeps per device (default DefaultMaxPresenceGateways).
+	MaxGateways int
 	// TTL is the longest a record may live after signing (default wire.DefaultPresenceTTL).
 	TTL time.Duration
 	// NegativeTTL is how long a lookup that found nothing is remembered (default 5 s).
@@ -153,18 +161,109 @@ type Presence struct {
 	once   sync.Once
 
 	mu    sync.Mutex
-	cache map[wire.DeviceID]presenceEntry
+	cache map[wire.DeviceID]*presenceEntry
 
 	published, received, lookups, misses prometheus.Counter
 	rejected                             *prometheus.CounterVec
 }
 
+// presenceEntry is what the cache knows of one device: one slot per gateway its records named, or a negative
+// entry.
 type presenceEntry struct {
+	gws  []gatewaySlot
+	none bool      // a negative entry: nothing was found
+	end  time.Time // when a negative entry ends
+}
+
+// gatewaySlot is the newest record the cache accepted for one (device, gateway) pair.
+type gatewaySlot struct {
+	gateway string // the record's gateway field (peer ID text)
 	seq     uint64
 	online  bool
-	loc     Location
-	expires time.Time // the record's expiry, or the end of a negative entry
-	none    bool      // a negative entry: nothing was found
+	loc     Location // set when online
+	expires time.Time
+}
+
+// expiry is when the entry stops answering: the latest expiry of its slots, or the end of a negative entry.
+func (e *presenceEntry) expiry() time.Time {
+	if e.none {
+		return e.end
+	}
+	var t time.Time
+	for _, g := range e.gws {
+		if g.expires.After(t) {
+			t = g.expires
+		}
+	}
+	return t
+}
+
+// live returns the gateways of the entry's current online records, the highest sequence first; all but one
+// whose record is the device's newest are marked Superseded.
+func (e *presenceEntry) live(now time.Time) []Location {
+	var newest uint64
+	for _, g := range e.gws {
+		if now.Before(g.expires) {
+			newest = max(newest, g.seq)
+		}
+	}
+	var on []gatewaySlot
+	for _, g := range e.gws {
+		if g.online && now.Before(g.expires) {
+			on = append(on, g)
+		}
+	}
+	// Highest sequence first; equal sequences (only a device can sign those) in gateway order, so that every
+	// node answers alike whatever order the records came in.
+	slices.SortFunc(on, func(a, b gatewaySlot) int {
+		if c := cmp.Compare(b.seq, a.seq); c != 0 {
+			return c
+		}
+		return strings.Compare(a.gateway, b.gateway)
+	})
+	out := make([]Location, len(on))
+	for i, g := range on {
+		out[i] = g.loc
+		out[i].Superseded = g.seq < newest
+	}
+	return out
+}
+
+// accept merges a verified record into the entry: the record replaces its own gateway's slot when it is newer
+// (or the slot has expired; of equal sequences, offline wins) and leaves the other gateways' slots alone, so an
+// offline record withdraws only its own gateway. A new gateway takes a free slot, else the expired one or the one with the lowest sequence if
+// that is lower than the record's. It reports whether the record was taken.
+func (e *presenceEntry) accept(g gatewaySlot, now time.Time, maxGateways int) bool {
+	if e.none {
+		*e = presenceEntry{}
+	}
+	for i := range e.gws {
+		if e.gws[i].gateway == g.gateway {
+			old := e.gws[i]
+			newer := g.seq > old.seq || g.seq == old.seq && old.online && !g.online
+			if !newer && now.Before(old.expires) {
+				return false
+			}
+			e.gws[i] = g
+			return true
+		}
+	}
+	e.gws = slices.DeleteFunc(e.gws, func(s gatewaySlot) bool { return !now.Before(s.expires) })
+	if len(e.gws) < maxGateways {
+		e.gws = append(e.gws, g)
+		return true
+	}
+	low := 0
+	for i := range e.gws {
+		if e.gws[i].seq < e.gws[low].seq {
+			low = i
+		}
+	}
+	if e.gws[low].seq >= g.seq {
+		return false
+	}
+	e.gws[low] = g
+	return true
 }
 
 // NewPresence starts the presence service: it joins the presence topic (when PubSub is set) and caches what
@@ -172,6 +271,9 @@ type presenceEntry struct {
 func NewPresence(cfg PresenceConfig) (*Presence, error) {
 	if cfg.CacheSize <= 0 {
 		cfg.CacheSize = 100_000
+	}
+	if cfg.MaxGateways <= 0 {
+		cfg.MaxGateways = DefaultMaxPresenceGateways
 	}
 	if cfg.TTL <= 0 {
 		cfg.TTL = wire.DefaultPresenceTTL
@@ -192,7 +294,7 @@ func NewPresence(cfg PresenceConfig) (*Presence, error) {
 		cfg: cfg, val: PresenceValidator{Now: cfg.Now, TTL: cfg.TTL}, log: cfg.Logger,
 		name:  PresenceTopicFor(cfg.ProtocolPrefix),
 		puts:  make(chan struct{}, cfg.MaxDHTPuts),
-		cache: make(map[wire.DeviceID]presenceEntry),
+		cache: make(map[wire.DeviceID]*presenceEntry),
 		published: prometheus.NewCounter(prometheus.CounterOpts{Name: "gridchat_presence_published_total",
 			Help: "Presence records published by this node's gateway."}),
 		received: prometheus.NewCounter(prometheus.CounterOpts{Name: "gridchat_presence_received_total",
@@ -252,30 +354,33 @@ func (p *Presence) readGossip() {
 	}
 }
 
-// remember caches a verified record if it is newer than what the cache holds.
+// remember caches a verified record in its (device, gateway) slot if it is newer than what the slot holds.
 func (p *Presence) remember(rec *wire.Presence) {
-	e := presenceEntry{seq: rec.Seq, online: rec.Online, expires: rec.Expires}
+	g := gatewaySlot{gateway: rec.Gateway, seq: rec.Seq, online: rec.Online, expires: rec.Expires}
 	if rec.Online {
 		id, err := peer.Decode(rec.Gateway)
 		if err != nil {
 			p.rejected.WithLabelValues("bad_gateway").Inc()
 			return
 		}
-		e.loc.Gateway = id
+		g.loc.Gateway = id
 		for _, a := range rec.Addrs {
 			if m, err := ma.NewMultiaddr(a); err == nil {
-				e.loc.Addrs = append(e.loc.Addrs, m)
+				g.loc.Addrs = append(g.loc.Addrs, m)
 			}
 		}
 	}
 	now := p.cfg.Now()
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if old, ok := p.cache[rec.Device]; ok && !old.none && old.seq >= rec.Seq && now.Before(old.expires) {
-		return
+	e, ok := p.cache[rec.Device]
+	if !ok {
+		p.makeRoom(now)
+		e = &presenceEntry{}
 	}
-	p.makeRoom(now)
-	p.cache[rec.Device] = e
+	if e.accept(g, now, p.cfg.MaxGateways) {
+		p.cache[rec.Device] = e
+	}
 }
 
 // makeRoom keeps the cache under its bound: expired entries go first, then arbitrary ones. p.mu is held.
@@ -284,7 +389,7 @@ func (p *Presence) makeRoom(now time.Time) {
 		return
 	}
 	for d, e := range p.cache {
-		if !now.Before(e.expires) {
+		if !now.Before(e.expiry()) {
 			delete(p.cache, d)
 		}
 	}
@@ -342,46 +447,67 @@ func (p *Presence) Publish(ctx context.Context, record []byte) error {
 	return nil
 }
 
-// Locate returns where the device is connected. A device whose latest record is offline, expired or missing is
-// ErrNotOnline.
+// Locate returns the gateway of the device's newest current online record (the first of Locations).
 func (p *Presence) Locate(ctx context.Context, d wire.DeviceID) (Location, error) {
+	locs, err := p.Locations(ctx, d)
+	if err != nil {
+		return Location{}, err
+	}
+	return locs[0], nil
+}
+
+// Locations returns every gateway the device is connected to by its current records, the newest record's
+// first: a gateway stays listed until its own offline record, a newer online record of that gateway replaces
+// it, or its record expires. A device with none is ErrNotOnline. The answer comes from the cache when it holds
+// an unexpired record of the device; otherwise from the DHT, which keeps only a device's newest record, so it
+// names at most one gateway.
+func (p *Presence) Locations(ctx context.Context, d wire.DeviceID) ([]Location, error) {
 	p.lookups.Inc()
 	now := p.cfg.Now()
 	p.mu.Lock()
 	e, ok := p.cache[d]
+	var locs []Location
+	cached := ok && now.Before(e.expiry())
+	if cached {
+		locs = e.live(now)
+	}
 	p.mu.Unlock()
-	if ok && now.Before(e.expires) {
-		if e.online {
-			return e.loc, nil
+	if cached {
+		if len(locs) == 0 {
+			return nil, ErrNotOnline
 		}
-		return Location{}, ErrNotOnline
+		return locs, nil
 	}
 	if p.cfg.Routing == nil {
-		return Location{}, ErrNotOnline
+		return nil, ErrNotOnline
 	}
 	p.misses.Inc()
 	val, err := p.cfg.Routing.GetValue(ctx, PresenceKey(d))
 	if err != nil {
 		if ctx.Err() == nil {
 			p.mu.Lock()
-			p.makeRoom(now)
-			p.cache[d] = presenceEntry{none: true, expires: now.Add(p.cfg.NegativeTTL)}
+			if e, ok := p.cache[d]; !ok || !now.Before(e.expiry()) {
+				p.makeRoom(now)
+				p.cache[d] = &presenceEntry{none: true, end: now.Add(p.cfg.NegativeTTL)}
+			}
 			p.mu.Unlock()
 		}
-		return Location{}, fmt.Errorf("%w: %v", ErrNotOnline, err)
+		return nil, fmt.Errorf("%w: %v", ErrNotOnline, err)
 	}
 	rec, err := p.val.open(val)
 	if err != nil || rec.Device != d {
-		return Location{}, fmt.Errorf("%w: bad record from DHT", ErrNotOnline)
+		return nil, fmt.Errorf("%w: bad record from DHT", ErrNotOnline)
 	}
 	p.remember(rec)
 	p.mu.Lock()
-	e, ok = p.cache[d]
-	p.mu.Unlock()
-	if !ok || e.none || !e.online || !now.Before(e.expires) {
-		return Location{}, ErrNotOnline
+	if e, ok := p.cache[d]; ok && !e.none {
+		locs = e.live(now)
 	}
-	return e.loc, nil
+	p.mu.Unlock()
+	if len(locs) == 0 {
+		return nil, ErrNotOnline
+	}
+	return locs, nil
 }
 
 // Close leaves the topic and waits for background DHT writes. It is idempotent.

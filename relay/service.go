@@ -86,14 +86,20 @@ func (l *Limits) fill() {
 type Location struct {
 	Gateway peer.ID
 	Addrs   []ma.Multiaddr
+	// Superseded is set when a newer record of the device (online elsewhere, or offline from another gateway)
+	// exists: the device vouched for this gateway only before it. Relay still delivers there, and also keeps a
+	// copy in the mailbox.
+	Superseded bool
 }
 
 // ErrNotOnline is returned by a Locator for a device with no current online presence.
 var ErrNotOnline = errors.New("relay: device not online")
 
-// Locator finds the gateway a device is connected to (Presence implements it).
+// Locator finds the gateways a device is connected to (Presence implements it).
 type Locator interface {
-	Locate(ctx context.Context, device wire.DeviceID) (Location, error)
+	// Locations returns the device's gateways, the one named by its newest presence record first, or an error
+	// wrapping ErrNotOnline when it has none.
+	Locations(ctx context.Context, device wire.DeviceID) ([]Location, error)
 }
 
 // Mailbox stores envelopes for devices that are not online. Put returns once the envelope is durably stored,
@@ -293,15 +299,20 @@ type Pending struct {
 
 	mu   sync.Mutex
 	outs []Outcome
+	// keep marks recipients delivered through a superseded gateway (Location.Superseded): their envelope also
+	// goes to the mailbox.
+	keep []bool
 	left int                     // outcomes still to come, plus one until Notify is called
 	done func(wire.SendResponse) // set by Notify
 }
 
-// settle records recipient i's outcome (i < 0 is Notify's own count) and finishes the send after the last one.
-func (p *Pending) settle(i int, o Outcome) {
+// settle records recipient i's outcome (i < 0 is Notify's own count), and whether it came from a superseded
+// gateway, and finishes the send after the last one.
+func (p *Pending) settle(i int, o Outcome, superseded bool) {
 	p.mu.Lock()
 	if i >= 0 {
 		p.outs[i] = o
+		p.keep[i] = superseded && o.Status == wire.StatusDelivered
 	}
 	p.left--
 	last := p.left == 0
@@ -313,19 +324,21 @@ func (p *Pending) settle(i int, o Outcome) {
 
 // Dispatch validates a send from the sender device and queues the envelope for every recipient, in recipient
 // order, before it returns: two sends dispatched one after the other from the same goroutine reach every
-// recipient in that order. It blocks while a deliver window is full (backpressure), within ctx. The outcomes
+// recipient in that order (except an envelope retried on another of the device's gateways, which may arrive
+// after later ones). It blocks while a deliver window is full (backpressure), within ctx. The outcomes
 // are collected with Pending.Notify or Pending.Wait. A returned error is a *wire.Error for the client.
 func (s *Service) Dispatch(ctx context.Context, sender wire.DeviceID, req *wire.SendRequest) (*Pending, error) {
 	msgID, devices, err := req.Validate(s.lim.MaxCiphertext, s.lim.MaxRecipients)
 	if err != nil {
 		return nil, err
 	}
-	p := &Pending{s: s, devices: devices, outs: make([]Outcome, len(devices)), left: len(devices) + 1}
+	p := &Pending{s: s, devices: devices, outs: make([]Outcome, len(devices)),
+		keep: make([]bool, len(devices)), left: len(devices) + 1}
 	p.env = wire.Envelope{MessageID: msgID, Sender: sender, Ciphertext: req.Ciphertext}
 
 	// Presence lookups of remote devices run in parallel (one alone runs here); queueing then happens in
 	// recipient order.
-	locs := make([]Location, len(devices))
+	locs := make([][]Location, len(devices))
 	lerrs := make([]error, len(devices))
 	var remote []int
 	for i, d := range devices {
@@ -336,7 +349,7 @@ func (s *Service) Dispatch(ctx context.Context, sender wire.DeviceID, req *wire.
 	lookup := func(i int) {
 		lctx, cancel := context.WithTimeout(ctx, s.lim.LookupTimeout)
 		defer cancel()
-		locs[i], lerrs[i] = s.locator.Locate(lctx, devices[i])
+		locs[i], lerrs[i] = s.locator.Locations(lctx, devices[i])
 	}
 	if len(remote) == 1 {
 		lookup(remote[0])
@@ -348,41 +361,92 @@ func (s *Service) Dispatch(ctx context.Context, sender wire.DeviceID, req *wire.
 		wg.Wait()
 	}
 
-	self := s.host.ID()
-	notify, hasNotify := s.local.(notifyingLocal)
 	for i, d := range devices {
 		env := p.env
 		env.Recipient = d
 		s.metrics.sent.Inc()
-		settle := func(o Outcome) { p.settle(i, o) }
 		switch {
-		case locs[i].Gateway == "" && lerrs[i] == nil, locs[i].Gateway == self:
-			if hasNotify {
-				notify.PushNotify(env, settle)
-			} else {
-				s.await(s.local.Push(env), settle)
-			}
 		case lerrs[i] != nil:
 			if !errors.Is(lerrs[i], ErrNotOnline) {
 				s.log.Debug("relay: presence lookup failed", "device", fmt.Sprintf("%x", d[:8]), "err", lerrs[i])
 			}
-			settle(Outcome{Status: wire.StatusOffline})
+			p.settle(i, Outcome{Status: wire.StatusOffline}, false)
+		case len(locs[i]) == 0: // connected here
+			s.pushLocal(env, func(o Outcome) { p.settle(i, o, false) })
 		default:
-			l, err := s.linkTo(ctx, locs[i])
-			if err == nil {
-				err = l.Enqueue(ctx, env, settle)
-			}
-			if err != nil {
-				if ctx.Err() != nil {
-					settle(failed(wire.CodeUnavailable, wire.FailCancelled))
-				} else {
-					s.log.Debug("relay: deliver to gateway failed", "gateway", locs[i].Gateway, "err", err)
-					settle(failed(wire.CodeUnavailable, wire.FailUnreachable))
-				}
-			}
+			s.attempt(ctx, false, env, locs[i], func(o Outcome, superseded bool) { p.settle(i, o, superseded) })
 		}
 	}
 	return p, nil
+}
+
+// pushLocal pushes env to the recipient's connections on this node; done gets the outcome.
+func (s *Service) pushLocal(env wire.Envelope, done func(Outcome)) {
+	if notify, ok := s.local.(notifyingLocal); ok {
+		notify.PushNotify(env, done)
+		return
+	}
+	s.await(s.local.Push(env), done)
+}
+
+// attempt delivers env on the first of the recipient's gateways locs (this node's own socket table when the
+// gateway is this node, a deliver stream otherwise) and calls done with the outcome, and whether it came from
+// another node named only by a superseded record. When the device turns out not to be there (offline, gone,
+// or its gateway unreachable) and locs names another gateway, the envelope is tried there next, from a
+// goroutine of the service, and done gets that attempt's outcome instead. ctx is the sender's request (its
+// end cancels the send) unless retry is set: then it is the service's own, bounded.
+func (s *Service) attempt(ctx context.Context, retry bool, env wire.Envelope, locs []Location, done func(Outcome, bool)) {
+	loc := locs[0]
+	superseded := loc.Superseded && loc.Gateway != s.host.ID()
+	next := func(o Outcome) {
+		if len(locs) == 1 || !tryElsewhere(o) || !s.track() {
+			done(o, superseded)
+			return
+		}
+		s.metrics.retried.WithLabelValues(retryReason(o)).Inc()
+		go func() {
+			defer s.wg.Done()
+			actx, cancel := context.WithTimeout(s.ctx, s.lim.DialTimeout+s.lim.WriteTimeout)
+			defer cancel()
+			s.attempt(actx, true, env, locs[1:], done)
+		}()
+	}
+	if loc.Gateway == s.host.ID() {
+		s.pushLocal(env, next)
+		return
+	}
+	l, err := s.linkTo(ctx, loc)
+	if err == nil {
+		err = l.Enqueue(ctx, env, next)
+	}
+	if err == nil {
+		return
+	}
+	if ctx.Err() != nil && (!retry || s.ctx.Err() != nil) {
+		// The sender's request ended, or the service is closing: nothing more is tried.
+		done(failed(wire.CodeUnavailable, wire.FailCancelled), false)
+		return
+	}
+	s.log.Debug("relay: deliver to gateway failed", "gateway", loc.Gateway, "err", err)
+	next(failed(wire.CodeUnavailable, wire.FailUnreachable))
+}
+
+// tryElsewhere reports whether an envelope whose delivery through one of the recipient's gateways ended with o
+// goes on to its next gateway: the device was not connected there, its connection ended before it
+// acknowledged, or the gateway could not be reached. An acknowledgement timeout does not: the device may hold
+// the envelope, and the mailbox takes it (toMailbox).
+func tryElsewhere(o Outcome) bool {
+	if o.Status == wire.StatusOffline {
+		return true
+	}
+	return o.Status == wire.StatusFailed && (o.Reason == wire.FailGone || o.Reason == wire.FailUnreachable)
+}
+
+func retryReason(o Outcome) string {
+	if o.Status == wire.StatusOffline {
+		return "offline"
+	}
+	return o.Reason
 }
 
 // await calls done with what ch delivers, from a goroutine the service owns (for a Local without PushNotify).
@@ -423,7 +487,7 @@ func (p *Pending) Notify(done func(wire.SendResponse)) {
 	p.mu.Lock()
 	p.done = done
 	p.mu.Unlock()
-	p.settle(-1, Outcome{})
+	p.settle(-1, Outcome{}, false)
 }
 
 // Wait collects every recipient's outcome and returns the response for the sender. When ctx ends first, every
@@ -469,6 +533,7 @@ func (p *Pending) finish() {
 	for _, o := range p.outs {
 		store = store || toMailbox(o)
 	}
+	p.keepCopies()
 	if !store || p.s.mailbox == nil {
 		p.done(p.response(nil))
 		return
@@ -480,6 +545,36 @@ func (p *Pending) finish() {
 	go func() {
 		defer p.s.wg.Done()
 		p.done(p.response(p.s.ctx))
+	}()
+}
+
+// keepCopies stores, in the background, the envelopes of recipients delivered through a superseded gateway
+// (Location.Superseded) in their mailbox too: only the device's newest record vouches that it is still
+// connected, and a node that withheld the device's offline record could otherwise acknowledge envelopes the
+// device never gets. A device that did get the push sees the copy as a duplicate (its gateway's dedupe window
+// answers the mailbox's push at once, or the client drops it by message ID).
+func (p *Pending) keepCopies() {
+	var copies []wire.Envelope
+	for i, d := range p.devices {
+		if p.keep[i] && p.s.mailbox != nil {
+			env := p.env
+			env.Recipient = d
+			copies = append(copies, env)
+		}
+	}
+	if len(copies) == 0 || !p.s.track() {
+		return
+	}
+	go func() {
+		defer p.s.wg.Done()
+		for _, env := range copies {
+			if _, err := p.s.mailbox.Put(p.s.ctx, env); err != nil {
+				p.s.metrics.copies.WithLabelValues("failed").Inc()
+				p.s.log.Debug("relay: mailbox copy failed", "err", err)
+				continue
+			}
+			p.s.metrics.copies.WithLabelValues("stored").Inc()
+		}
 	}()
 }
 
