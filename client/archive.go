@@ -69,13 +69,14 @@ func (c *Client) writeArchive(w io.Writer, passphrase []byte, rk *backup.Recover
 	return n, aw.Close()
 }
 
-// portableConv strips device-specific fields from a conversation record.
+// portableConv strips device-specific fields from a conversation record. The causal clock stays: the new
+// device has seen what the history holds.
 func (c *Client) portableConv(v []byte) []byte {
 	var r convRecord
 	if err := c.cd.dec.Unmarshal(v, &r); err != nil {
 		return v
 	}
-	out, err := c.cd.enc.Marshal(convRecord{Kind: r.Kind, Peer: r.Peer, Group: r.Group, NextSeq: 1})
+	out, err := c.cd.enc.Marshal(convRecord{Kind: r.Kind, Peer: r.Peer, Group: r.Group, NextSeq: 1, Clock: r.Clock})
 	if err != nil {
 		return v
 	}
@@ -292,7 +293,9 @@ func (e *engine) historyChunk(b *store.Batch, from e2ee.DeviceID, h *historyBody
 }
 
 // importHistory assembles a finished transfer and merges it: conversations and contacts this device lacks,
-// and every message it does not hold yet.
+// and every message it does not hold yet, with its counter. Each conversation's clock rises to the largest
+// counter of its imported messages (as for received ones, at most MaxClockLead ahead), so this device's next
+// message lists after the history.
 func (e *engine) importHistory(from e2ee.DeviceID, transfer string, last uint32) {
 	// The receive path holds e.mu until the batch with the last chunk is committed; taking it here first means
 	// every chunk is in the store.
@@ -336,15 +339,49 @@ func (e *engine) importHistory(from e2ee.DeviceID, transfer string, last uint32)
 		return
 	}
 	msgs := 0
+	now := e.cfg.now()
+	convs := map[string]*convRecord{} // conversations whose record this import writes, by hex ID
 	err = e.st.Update(func(b *store.Batch) error {
 		for _, a := range entries {
 			if _, ok := e.st.Get(a.Bucket, a.Key); ok {
 				continue
 			}
-			if strings.HasPrefix(a.Bucket, msgBucketPrefix) {
+			if a.Bucket == bucketConvs {
+				// Kept decoded until every message is in: the messages raise its clock.
+				var r convRecord
+				if err := e.cd.dec.Unmarshal(a.Value, &r); err != nil {
+					return fmt.Errorf("%w: conversation %s: %v", ErrBadArchive, a.Key, err)
+				}
+				convs[a.Key] = &r
+				continue
+			}
+			if conv, ok := strings.CutPrefix(a.Bucket, msgBucketPrefix); ok {
+				var mr msgRecord
+				if err := e.cd.dec.Unmarshal(a.Value, &mr); err != nil {
+					return fmt.Errorf("%w: message %s: %v", ErrBadArchive, a.Key, err)
+				}
+				r, ok := convs[conv]
+				if !ok {
+					id, err := e2ee.ParseConversationID(conv)
+					if err != nil {
+						return fmt.Errorf("%w: message bucket %q", ErrBadArchive, a.Bucket)
+					}
+					if r, ok = e.conv(id); !ok {
+						return fmt.Errorf("%w: message of unknown conversation %s", ErrBadArchive, conv)
+					}
+					convs[conv] = r
+				}
+				r.witness(orderOf(mr.Clock, mr.SentMS), now)
 				msgs++
 			}
 			b.Put(a.Bucket, a.Key, a.Value)
+		}
+		for id, r := range convs {
+			v, err := e.cd.enc.Marshal(r)
+			if err != nil {
+				return err
+			}
+			b.Put(bucketConvs, id, v)
 		}
 		for _, k := range keys {
 			b.Delete(bucketHistory, k)

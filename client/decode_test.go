@@ -2,6 +2,7 @@ package client
 
 import (
 	"bytes"
+	"encoding/hex"
 	"testing"
 	"time"
 
@@ -22,7 +23,9 @@ func TestPayloadRoundTripAndRefusals(t *testing.T) {
 	sender := bytes.Repeat([]byte{7}, 32)
 	good := []*payload{
 		{Type: PayloadText, Seq: 1, SentMS: 5, Text: "hello"},
-		{Type: PayloadAttachment, Seq: 2, SentMS: 5, Attachment: &attachmentBody{Name: "a.txt", MIME: "text/plain", Data: []byte("x")}},
+		{Type: PayloadText, Seq: 1, SentMS: 5, Text: "hello", Clock: 6},
+		{Type: PayloadText, Seq: 1, SentMS: 5, Text: "hello", Clock: MaxClock},
+		{Type: PayloadAttachment, Seq: 2, SentMS: 5, Clock: 7, Attachment: &attachmentBody{Name: "a.txt", MIME: "text/plain", Data: []byte("x")}},
 		{Type: PayloadResendRequest, SentMS: 5, Resend: &resendBody{Sender: sender, Seqs: []uint64{3, 4}}},
 		{Type: PayloadResendRequest, SentMS: 5, Resend: &resendBody{Sender: sender, Epoch: 2}},
 		{Type: PayloadHistory, SentMS: 5, History: &historyBody{Transfer: make([]byte, 16), Index: 0, Key: []byte("k"), Data: []byte("d")}},
@@ -50,6 +53,9 @@ func TestPayloadRoundTripAndRefusals(t *testing.T) {
 		"unknown type":              {Type: 99, Seq: 1},
 		"text with attachment":      {Type: PayloadText, Seq: 1, Text: "x", Attachment: &attachmentBody{}},
 		"first after seq":           {Type: PayloadText, Seq: 1, First: 2, Text: "x"},
+		"counter over MaxClock":     {Type: PayloadText, Seq: 1, Text: "x", Clock: MaxClock + 1},
+		"counter on a resend":       {Type: PayloadResendRequest, Clock: 1, Resend: &resendBody{Sender: sender, Epoch: 1}},
+		"counter on history":        {Type: PayloadHistory, Clock: 1, History: &historyBody{Transfer: make([]byte, 16), Key: []byte("k")}},
 	}
 	for name, p := range bad {
 		if _, err := cd.encodePayload(p); err == nil {
@@ -70,6 +76,56 @@ func TestPayloadRoundTripAndRefusals(t *testing.T) {
 	v2, _ := cd.enc.Marshal(m)
 	if _, err := cd.decodePayload(v2); err == nil {
 		t.Error("version 2 accepted")
+	}
+}
+
+// oldClientPayload is a text payload as a client that predates counters encodes it (docs/PROTOCOL.md §9.3):
+// {1: 1, 2: 1, 3: 1, 4: 1700000000000, 5: "hello"}, no key 13.
+const oldClientPayload = "a5010102010301041b0000018bcfe56800056568656c6c6f"
+
+// A payload without a counter decodes, with counter 0, and lists by its sent time; one with a counter keeps it.
+func TestPayloadFromOlderClientDecodesWithoutCounter(t *testing.T) {
+	cd := mustCodec(t)
+	b, err := hex.DecodeString(oldClientPayload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := cd.decodePayload(b)
+	if err != nil {
+		t.Fatalf("an older client's payload does not decode: %v", err)
+	}
+	if p.Clock != 0 || p.SentMS != 1_700_000_000_000 || p.Text != "hello" || p.Seq != 1 {
+		t.Fatalf("decoded %+v", p)
+	}
+	if got := orderOf(p.Clock, p.SentMS); got != 1_700_000_000_000 {
+		t.Fatalf("an older client's payload orders as %d, want its sent time", got)
+	}
+	if again, err := cd.encodePayload(p); err != nil || !bytes.Equal(again, b) {
+		t.Fatalf("re-encoded as %x (%v), want the same bytes: no counter added", again, err)
+	}
+	p.Clock = 1_700_000_000_001
+	withClock, err := cd.encodePayload(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	back, err := cd.decodePayload(withClock)
+	if err != nil || back.Clock != p.Clock {
+		t.Fatalf("counter %d decoded as %+v, %v", p.Clock, back, err)
+	}
+	m := map[int]any{1: 1, 2: 1, 3: 1, 4: 0, 5: "x", 13: uint64(MaxClock) + 1}
+	over, _ := cd.enc.Marshal(m)
+	if _, err := cd.decodePayload(over); err == nil {
+		t.Error("counter over MaxClock accepted")
+	}
+	m = map[int]any{1: 1, 2: 4, 4: 0, 8: map[int]any{1: make([]byte, 32), 3: 1}, 13: 5}
+	resend, _ := cd.enc.Marshal(m)
+	if _, err := cd.decodePayload(resend); err == nil {
+		t.Error("counter on a resend request accepted")
+	}
+	delete(m, 13)
+	resend, _ = cd.enc.Marshal(m)
+	if _, err := cd.decodePayload(resend); err != nil {
+		t.Errorf("the same resend request without a counter refused: %v", err)
 	}
 }
 
@@ -126,11 +182,14 @@ func FuzzDecodePayload(f *testing.F) {
 	cd := mustCodec(f)
 	for _, p := range []*payload{
 		{Type: PayloadText, Seq: 1, SentMS: 5, Text: "hello"},
+		{Type: PayloadText, Seq: 2, SentMS: 5, Text: "hello", Clock: 1_700_000_000_000},
 		{Type: PayloadResendRequest, SentMS: 5, Resend: &resendBody{Sender: make([]byte, 32), Seqs: []uint64{3, 4}}},
 	} {
 		b, _ := cd.encodePayload(p)
 		f.Add(b)
 	}
+	old, _ := hex.DecodeString(oldClientPayload)
+	f.Add(old)
 	f.Fuzz(func(t *testing.T, b []byte) {
 		p, err := cd.decodePayload(b)
 		if err != nil {
@@ -138,6 +197,9 @@ func FuzzDecodePayload(f *testing.F) {
 		}
 		if _, err := cd.encodePayload(p); err != nil {
 			t.Fatalf("decoded payload does not encode: %v", err)
+		}
+		if p.Clock > MaxClock || (p.Clock != 0 && !p.Type.numbered()) {
+			t.Fatalf("decoded a %s with counter %d", p.Type, p.Clock)
 		}
 	})
 }

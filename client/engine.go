@@ -496,9 +496,10 @@ func (e *engine) seal(ctx context.Context, conv e2ee.ConversationID, p *payload,
 	}
 	attachKD := sr.Count == 0 || o.only != nil
 	if p.Type.numbered() {
-		if p.Seq == 0 {
+		if p.Seq == 0 { // a new message; a resend keeps its number and counter
 			p.Seq = r.NextSeq
 			r.NextSeq++
+			p.Clock = r.tick(now)
 		}
 		if sr.First == 0 {
 			sr.First = p.Seq
@@ -609,6 +610,7 @@ func (e *engine) recordLocalOnly(conv e2ee.ConversationID, r *convRecord, p *pay
 	if p.Seq == 0 {
 		p.Seq = r.NextSeq
 		r.NextSeq++
+		p.Clock = r.tick(now)
 	}
 	p.SentMS = now.UnixMilli()
 	err := e.st.Update(func(b *store.Batch) error {
@@ -637,7 +639,7 @@ func (e *engine) senderRec(conv e2ee.ConversationID) (*senderRecord, error) {
 
 func (e *engine) putMessage(b *store.Batch, conv e2ee.ConversationID, acct e2ee.AccountID, dev e2ee.DeviceID, p *payload, recv time.Time) error {
 	mr := msgRecord{Sender: acct[:], Device: dev[:], Seq: p.Seq, SentMS: p.SentMS, RecvMS: recv.UnixMilli(), Type: p.Type,
-		Text: p.Text, Attachment: p.Attachment, Outgoing: acct == e.self}
+		Text: p.Text, Attachment: p.Attachment, Outgoing: acct == e.self, Clock: p.Clock}
 	if p.Type == PayloadGroupState {
 		mr.Group = p.Group
 	}
@@ -651,7 +653,7 @@ func (e *engine) putMessage(b *store.Batch, conv e2ee.ConversationID, acct e2ee.
 
 func (e *engine) toMessage(conv e2ee.ConversationID, acct e2ee.AccountID, dev e2ee.DeviceID, p *payload, recv time.Time) Message {
 	m := Message{Conversation: conv, Sender: acct, SenderDevice: dev, Seq: p.Seq, Sent: time.UnixMilli(p.SentMS).UTC(),
-		Received: recv.UTC(), Type: p.Type, Text: p.Text, Outgoing: acct == e.self}
+		Received: recv.UTC(), Type: p.Type, Text: p.Text, Outgoing: acct == e.self, Clock: p.Clock}
 	if p.Attachment != nil {
 		m.Attachment = &Attachment{Name: p.Attachment.Name, MIME: p.Attachment.MIME, Data: p.Attachment.Data}
 	}
@@ -668,13 +670,13 @@ func (e *engine) decodeMessage(conv e2ee.ConversationID, v []byte) (Message, err
 	if err := e.cd.dec.Unmarshal(v, &mr); err != nil || len(mr.Sender) != 32 || len(mr.Device) != 32 {
 		return Message{}, fmt.Errorf("client: stored message does not decode: %v", err)
 	}
-	p := &payload{Type: mr.Type, Seq: mr.Seq, SentMS: mr.SentMS, Text: mr.Text, Attachment: mr.Attachment, Group: mr.Group}
+	p := &payload{Type: mr.Type, Seq: mr.Seq, SentMS: mr.SentMS, Text: mr.Text, Attachment: mr.Attachment, Group: mr.Group, Clock: mr.Clock}
 	m := e.toMessage(conv, e2ee.AccountID(mr.Sender), e2ee.DeviceID(mr.Device), p, time.UnixMilli(mr.RecvMS))
 	m.Outgoing = mr.Outgoing || e2ee.AccountID(mr.Sender) == e.self
 	return m, nil
 }
 
-// messages returns a conversation's history in order (sender time, then sender device and number).
+// messages returns a conversation's history in its causal order (CompareMessages).
 func (e *engine) messages(conv e2ee.ConversationID) ([]Message, error) {
 	bucket := msgBucket(conv)
 	var out []Message
@@ -689,6 +691,7 @@ func (e *engine) messages(conv e2ee.ConversationID) ([]Message, error) {
 		}
 		out = append(out, m)
 	}
+	slices.SortFunc(out, CompareMessages)
 	return out, nil
 }
 
@@ -941,6 +944,7 @@ func (e *engine) admit(ctx context.Context, conv e2ee.ConversationID, sender *e2
 			if err != nil || !fresh {
 				return err
 			}
+			r.witness(orderOf(p.Clock, p.SentMS), now)
 			if err := e.putConv(b, conv, r); err != nil {
 				return err
 			}

@@ -119,6 +119,9 @@ type device struct {
 	st    *store.Store
 	tasks []func(ctx context.Context)
 	mu    sync.Mutex
+	// dir and storeKey are where st lives, to open it again (a restart).
+	dir      string
+	storeKey []byte
 }
 
 type devTransport struct{ d *device }
@@ -158,11 +161,20 @@ func newDevice(t testing.TB, net *memNet, keys *e2ee.DeviceKeys, account e2ee.Ac
 	t.Helper()
 	k := make([]byte, store.KeySize)
 	rand.Read(k)
-	st, err := store.Open(t.TempDir(), k, store.Options{NoSync: true})
+	dir := t.TempDir()
+	st, err := store.Open(dir, k, store.Options{NoSync: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
+	d := newDeviceOn(t, net, keys, account, policy, st)
+	d.dir, d.storeKey = dir, k
+	return d
+}
+
+// newDeviceOn makes a device of account with keys whose state is in st.
+func newDeviceOn(t testing.TB, net *memNet, keys *e2ee.DeviceKeys, account e2ee.AccountID, policy e2ee.RenewalPolicy, st *store.Store) *device {
+	t.Helper()
 	cd, err := newCodec()
 	if err != nil {
 		t.Fatal(err)

@@ -67,6 +67,9 @@ type Message struct {
 	Group *GroupState
 	// Outgoing is true for messages this account sent (from this device or another of its devices).
 	Outgoing bool
+	// Clock is the message's causal counter (docs/PROTOCOL.md §9.3), 0 for a message from a client that
+	// predates counters. CompareMessages orders messages by it.
+	Clock uint64
 }
 
 // Event is something the application learns about as it happens: one of *MessageEvent, *DeliveryEvent,

@@ -12,14 +12,15 @@ import (
 )
 
 // Issue 14, acceptance 6: a device linked after 500 messages in three conversations (both sides speaking)
-// shows all 500, in the order its old device shows them, from the history its account's first device streams to it through the grid; a scan
-// of every node's datastore finds none of them in clear.
+// shows all 500, in the order they were sent (as its old device shows them), from the history its account's
+// first device streams to it through the grid; a scan of every node's datastore finds none of them in clear.
 func TestDeviceLinkedAfterFiveHundredMessagesShowsThemAndNodesHoldNoneInClear(t *testing.T) {
 	const total = 500
 	g := newGrid(t, 3)
 	alice := g.register("alice", 0)
 	var convs []e2ee.ConversationID
 	var all []string
+	var perConv [][]string // each conversation's texts in the order they were sent
 	sent := 0
 	for i, name := range []string{"bob", "carol", "dave"} {
 		peer := g.register(name, 1+i%2)
@@ -34,9 +35,8 @@ func TestDeviceLinkedAfterFiveHundredMessagesShowsThemAndNodesHoldNoneInClear(t 
 			if j%4 == 3 {
 				from, text = peer, fmt.Sprintf("history %s %03d to alice", name, j)
 			}
-			// Each side waits until it has the other's last message before it answers. Devices list messages
-			// by the sender's clock (milliseconds), so two messages sent within one millisecond may list in
-			// either order: the waits compare sets, and the linked device must list what the old one lists.
+			// Each side waits until it has every message so far before it answers, so each message follows all
+			// earlier ones causally and every device lists them in the order they were sent (§9.3 Order).
 			if j > 0 && from != alice && j%4 == 3 {
 				waitTextSet(t, peer, conv, texts)
 			}
@@ -47,9 +47,10 @@ func TestDeviceLinkedAfterFiveHundredMessagesShowsThemAndNodesHoldNoneInClear(t 
 			texts = append(texts, text)
 			sent++
 		}
-		waitTextSet(t, peer, conv, texts)
-		waitTextSet(t, alice, conv, texts)
+		waitTexts(t, peer, conv, texts)
+		waitTexts(t, alice, conv, texts)
 		convs = append(convs, conv)
+		perConv = append(perConv, texts)
 		all = append(all, texts...)
 	}
 	if sent != total {
@@ -60,8 +61,8 @@ func TestDeviceLinkedAfterFiveHundredMessagesShowsThemAndNodesHoldNoneInClear(t 
 	if err != nil || n < total {
 		t.Fatalf("send history: %d entries, %v; want at least %d", n, err, total)
 	}
-	for _, conv := range convs {
-		waitTexts(t, alice2, conv, texts(t, alice, conv))
+	for i, conv := range convs {
+		waitTexts(t, alice2, conv, perConv[i])
 	}
 	g.scanForPlaintext(all...)
 }

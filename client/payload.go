@@ -3,6 +3,7 @@ package client
 import (
 	"errors"
 	"fmt"
+	"time"
 	"unicode/utf8"
 
 	"github.com/fxamacker/cbor/v2"
@@ -66,6 +67,23 @@ const (
 	maxGroupBytes = 64 << 10
 )
 
+// Causal order (docs/PROTOCOL.md §9.3). Every numbered payload carries a counter, a hybrid logical clock: the
+// sender sets it to its clock in Unix milliseconds, or to 1 + the largest counter it has seen or sent in the
+// conversation if that is larger. A conversation lists its messages by (counter, sent time, sender device,
+// number), so every device that holds the same messages lists them alike, and a message lists after every
+// message its sender had received. A payload without a counter (from an older client) counts as its sent time.
+const (
+	// MaxClock is the largest counter a payload may carry (2^53 − 1, exact in a JavaScript number); a payload
+	// with a larger one is refused as a bad payload.
+	MaxClock = 1<<53 - 1
+	// MaxClockLead bounds how far ahead of its own clock a device follows a received counter: it records at
+	// most its clock + MaxClockLead as seen, so one member with a bad clock (or a malicious one) cannot push
+	// the counters of the others arbitrarily far. Devices that reach the grid are within e2ee.ClockSkew of
+	// their gateway, so honest counters are never this far ahead. A message with a counter beyond the lead still
+	// lists by its own counter, on every device alike; only the replies to it may list before it.
+	MaxClockLead = time.Hour
+)
+
 // payload is the plaintext of one message (docs/PROTOCOL.md §9.2): a CBOR map with small integer keys.
 type payload struct {
 	V          uint8           `cbor:"1,keyasint"`
@@ -80,6 +98,8 @@ type payload struct {
 	Resent     bool            `cbor:"10,keyasint,omitempty"`
 	First      uint64          `cbor:"11,keyasint,omitempty"` // number of the sender's first numbered payload in this session
 	Peer       []byte          `cbor:"12,keyasint,omitempty"` // direct conversations: the sender's peer account
+	// Clock is a numbered payload's causal counter (0: a payload from a client that predates it). See order.
+	Clock uint64 `cbor:"13,keyasint,omitempty"`
 }
 
 type attachmentBody struct {
@@ -146,6 +166,9 @@ func (p *payload) validate() error {
 	}
 	if len(p.Group) > maxGroupBytes || (len(p.Group) != 0 && !p.Type.numbered()) {
 		return fmt.Errorf("%w: group record of %d bytes", ErrBadPayload, len(p.Group))
+	}
+	if p.Clock > MaxClock || (p.Clock != 0 && !p.Type.numbered()) {
+		return fmt.Errorf("%w: %s with counter %d", ErrBadPayload, p.Type, p.Clock)
 	}
 	if (len(p.Peer) != 0 && len(p.Peer) != 32) || p.First > p.Seq {
 		return fmt.Errorf("%w: peer or first number", ErrBadPayload)

@@ -25,7 +25,7 @@ const (
 	bucketHistory   = "history"   // transfer hex/index → chunk (incoming history transfer)
 	bucketFragSets  = "fragsets"  // sender hex/set hex → fragSet (an incomplete set of envelope fragments)
 	bucketFrags     = "frags"     // sender hex/set hex/index → a fragment's data (raw bytes)
-	msgBucketPrefix = "msgs/"     // msgs/<conv hex>: sent ms/sender/seq → msgRecord
+	msgBucketPrefix = "msgs/"     // msgs/<conv hex>: sent ms/sender/seq → msgRecord (listed in causal order, order.go)
 
 	keyDevice      = "device"
 	keyChain       = "chain"
@@ -56,6 +56,8 @@ type convRecord struct {
 	Group   []byte           `cbor:"3,keyasint,omitempty"` // current signed group-state record
 	NextSeq uint64           `cbor:"4,keyasint"`           // the number of this device's next numbered payload
 	Safety  string           `cbor:"5,keyasint,omitempty"` // the last safety number computed
+	// Clock is the largest causal counter this device has sent or seen (bounded, order.go) in the conversation.
+	Clock uint64 `cbor:"6,keyasint,omitempty"`
 }
 
 // senderRecordVersion is the version of senderRecord written now. Version 0 (no field 9) is the first shape,
@@ -135,6 +137,7 @@ type msgRecord struct {
 	Attachment *attachmentBody `cbor:"8,keyasint,omitempty"`
 	Group      []byte          `cbor:"9,keyasint,omitempty"`
 	Outgoing   bool            `cbor:"10,keyasint,omitempty"`
+	Clock      uint64          `cbor:"11,keyasint,omitempty"` // the payload's causal counter (0: none)
 }
 
 // Conversation IDs of direct and self conversations are derived, so both sides agree without a handshake.
