@@ -357,3 +357,45 @@ func TestCompareMessagesIsTheListOrder(t *testing.T) {
 		}
 	}
 }
+
+// A linked device that already holds a conversation (from a live message) when the history arrives still
+// follows the history's counters: its next message lists after everything the history holds.
+func TestHistoryImportRaisesClockOfKnownConversation(t *testing.T) {
+	net := newMemNet()
+	alice, achain := newAccount(t, net, "alice", e2ee.RenewalPolicy{})
+	bob, _ := newAccount(t, net, "bob", e2ee.RenewalPolicy{})
+	carol, _ := newAccount(t, net, "carol", e2ee.RenewalPolicy{})
+	at := time.Now().Truncate(time.Millisecond)
+	for _, d := range []*device{bob, carol} {
+		freezeClock(d, at)
+	}
+	freezeClock(alice, at.Add(30*time.Minute)) // fast, within MaxClockLead
+	conv := newTestGroup(t, bob, alice, bob, carol)
+	sendText(t, bob, conv, "from bob")
+	deliver(t, alice, bob, carol)
+	sendText(t, alice, conv, "from alice, half an hour ahead")
+	deliver(t, alice, bob) // Carol is offline: her copy waits
+
+	// Carol, who has not seen Alice's message, writes; Alice's new device gets it live and so holds the
+	// conversation, with a clock behind Alice's message, before the history arrives.
+	alice2 := linkDevice(t, net, achain, alice)
+	freezeClock(alice2, at)
+	sendText(t, carol, conv, "from carol")
+	deliver(t, alice2)
+	r, ok := alice2.eng.conv(conv)
+	if !ok || r.Clock >= uint64(at.Add(30*time.Minute).UnixMilli()) {
+		t.Fatalf("before the history, alice2's conversation is %+v, %v: want it known, behind Alice's counter", r, ok)
+	}
+	if err := alice.eng.ensureConv(SelfConversationID(alice.eng.self), &convRecord{Kind: Self}); err != nil {
+		t.Fatal(err)
+	}
+	host := &Client{cd: alice.eng.cd, st: alice.st, eng: alice.eng}
+	if _, err := host.SendHistory(context.Background(), alice2.keys.ID()); err != nil {
+		t.Fatal(err)
+	}
+	deliver(t, alice, alice2)
+	sendText(t, alice2, conv, "from alice's new device")
+	deliver(t, alice, alice2, bob, carol)
+	want := []string{"from bob", "from carol", "from alice, half an hour ahead", "from alice's new device"}
+	wantTexts(t, conv, want, map[string]*device{"alice": alice, "alice2": alice2, "bob": bob, "carol": carol})
+}
