@@ -132,7 +132,8 @@ func (c *Client) SendAttachment(ctx context.Context, conv e2ee.ConversationID, a
 	return c.eng.send(ctx, conv, &payload{Type: PayloadAttachment, Attachment: &attachmentBody{Name: a.Name, MIME: a.MIME, Data: a.Data}}, sendOpts{})
 }
 
-// Messages returns a conversation's history in order.
+// Messages returns a conversation's history in its causal order (CompareMessages): the same order on every
+// device that holds the same messages, each message after every one its sender had received.
 func (c *Client) Messages(conv e2ee.ConversationID) ([]Message, error) { return c.eng.messages(conv) }
 
 // SafetyNumber returns the conversation's current safety number (digits and QR payload), computed from every

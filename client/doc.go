@@ -17,9 +17,11 @@
 // itself to every current device of every member, after replaying their sigchains from the directory; a
 // session renews after a number of messages, an age, or any change of the member devices. Each device numbers
 // what it sends per conversation inside the ciphertext, so receivers detect gaps (GapEvent), ask the sender to
-// resend from its bounded store of recent messages, and never show a message twice. "Stored" delivery
-// statuses are believed only with a quorum of verified mailbox replica receipts. Safety numbers
-// (SafetyNumber) are computed from every member's device keys and a change is reported (SafetyNumberEvent).
+// resend from its bounded store of recent messages, and never show a message twice. Each message also carries
+// a causal counter, so every device lists a conversation in one order in which a reply follows what it
+// answers, whatever the devices' clocks (Messages, CompareMessages). "Stored" delivery statuses are believed
+// only with a quorum of verified mailbox replica receipts. Safety numbers (SafetyNumber) are computed from
+// every member's device keys and a change is reported (SafetyNumberEvent).
 //
 // The package builds for GOOS=js GOARCH=wasm: it depends on e2ee, wire, the mailbox receipt format and
 // github.com/coder/websocket only. The client's formats and behaviour are specified in docs/PROTOCOL.md §9.
