@@ -163,3 +163,28 @@ func TestDeliveryThroughSupersededGatewayKeepsMailboxCopy(t *testing.T) {
 		t.Fatalf("copies counted %v", n)
 	}
 }
+
+// TestLocalDeviceGoneTriesItsOtherGateway: a device connected to the sender's own node whose connection there
+// ends before it acknowledges is looked up and reached on its other gateway (this node is not tried again).
+func TestLocalDeviceGoneTriesItsOtherGateway(t *testing.T) {
+	for _, out := range []Outcome{failed(wire.CodeUnavailable, wire.FailGone), {Status: wire.StatusOffline}} {
+		t.Run(retryReason(out), func(t *testing.T) {
+			sender, recipient := device(t), device(t)
+			h1, h3 := newHost(t), newHost(t)
+			local3 := &recordingLocal{devices: map[wire.DeviceID]bool{recipient: true}}
+			startRelay(t, h3, local3, listLocator{}, nil)
+			mb := &memMailbox{}
+			s := startRelay(t, h1, failingLocal{device: recipient, out: out},
+				listLocator{recipient: {at(h1), at(h3)}}, mb)
+			if r := sendOne(t, s, sender, recipient, 1); r.Status != wire.StatusDelivered {
+				t.Fatalf("result %+v, want delivered on the other gateway", r)
+			}
+			if len(local3.envelopes()) != 1 || len(mb.envelopes()) != 0 {
+				t.Fatalf("other gateway pushed %d, mailbox %d", len(local3.envelopes()), len(mb.envelopes()))
+			}
+			if n := counterValue(t, s.metrics.retried.WithLabelValues(retryReason(out))); n != 1 {
+				t.Fatalf("retries counted %v", n)
+			}
+		})
+	}
+}

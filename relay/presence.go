@@ -144,8 +144,9 @@ type PresenceConfig struct {
 	Logger  *slog.Logger
 }
 
-// Presence publishes devices' presence records and answers where a device is connected, from a bounded cache
-// fed by gossip, with the DHT behind it. It implements Locator.
+// Presence publishes devices' presence records and answers where a device is connected (every gateway whose
+// newest record of the device is online), from a bounded cache fed by gossip, with the DHT behind it. It
+// implements Locator.
 type Presence struct {
 	cfg   PresenceConfig
 	val   PresenceValidator
@@ -198,8 +199,8 @@ func (e *presenceEntry) expiry() time.Time {
 	return t
 }
 
-// live returns the gateways of the entry's current online records, the highest sequence first; all but one
-// whose record is the device's newest are marked Superseded.
+// live returns the gateways of the entry's current online records, the highest sequence first; those whose
+// sequence is below the highest of the entry's current records (online or offline) are marked Superseded.
 func (e *presenceEntry) live(now time.Time) []Location {
 	var newest uint64
 	for _, g := range e.gws {
@@ -231,8 +232,8 @@ func (e *presenceEntry) live(now time.Time) []Location {
 
 // accept merges a verified record into the entry: the record replaces its own gateway's slot when it is newer
 // (or the slot has expired; of equal sequences, offline wins) and leaves the other gateways' slots alone, so an
-// offline record withdraws only its own gateway. A new gateway takes a free slot, else the expired one or the one with the lowest sequence if
-// that is lower than the record's. It reports whether the record was taken.
+// offline record withdraws only its own gateway. A new gateway takes a free or expired slot, else the slot of
+// the lowest sequence if that is lower than the record's. It reports whether the record was taken.
 func (e *presenceEntry) accept(g gatewaySlot, now time.Time, maxGateways int) bool {
 	if e.none {
 		*e = presenceEntry{}
@@ -357,8 +358,12 @@ func (p *Presence) readGossip() {
 // remember caches a verified record in its (device, gateway) slot if it is newer than what the slot holds.
 func (p *Presence) remember(rec *wire.Presence) {
 	g := gatewaySlot{gateway: rec.Gateway, seq: rec.Seq, online: rec.Online, expires: rec.Expires}
+	// Slots are keyed by the gateway's canonical text, so that two spellings of one peer ID share a slot.
+	id, err := peer.Decode(rec.Gateway)
+	if err == nil {
+		g.gateway = id.String()
+	}
 	if rec.Online {
-		id, err := peer.Decode(rec.Gateway)
 		if err != nil {
 			p.rejected.WithLabelValues("bad_gateway").Inc()
 			return

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -372,7 +373,7 @@ func (s *Service) Dispatch(ctx context.Context, sender wire.DeviceID, req *wire.
 			}
 			p.settle(i, Outcome{Status: wire.StatusOffline}, false)
 		case len(locs[i]) == 0: // connected here
-			s.pushLocal(env, func(o Outcome) { p.settle(i, o, false) })
+			s.pushLocal(env, func(o Outcome) { s.elsewhere(env, o, func(o Outcome, sup bool) { p.settle(i, o, sup) }) })
 		default:
 			s.attempt(ctx, false, env, locs[i], func(o Outcome, superseded bool) { p.settle(i, o, superseded) })
 		}
@@ -387,6 +388,32 @@ func (s *Service) pushLocal(env wire.Envelope, done func(Outcome)) {
 		return
 	}
 	s.await(s.local.Push(env), done)
+}
+
+// elsewhere finishes a push to a device connected to this node with outcome o: when the device turned out not to
+// be here after all (offline, or gone before it acknowledged), its other gateways are looked up and tried, from
+// a goroutine of the service; otherwise, or when it has none, done gets o.
+func (s *Service) elsewhere(env wire.Envelope, o Outcome, done func(Outcome, bool)) {
+	if !tryElsewhere(o) || !s.track() {
+		done(o, false)
+		return
+	}
+	go func() {
+		defer s.wg.Done()
+		lctx, cancel := context.WithTimeout(s.ctx, s.lim.LookupTimeout)
+		locs, err := s.locator.Locations(lctx, env.Recipient)
+		cancel()
+		self := s.host.ID()
+		locs = slices.DeleteFunc(slices.Clone(locs), func(l Location) bool { return l.Gateway == self })
+		if err != nil || len(locs) == 0 {
+			done(o, false)
+			return
+		}
+		s.metrics.retried.WithLabelValues(retryReason(o)).Inc()
+		actx, cancel := context.WithTimeout(s.ctx, s.lim.DialTimeout+s.lim.WriteTimeout)
+		defer cancel()
+		s.attempt(actx, true, env, locs, done)
+	}()
 }
 
 // attempt delivers env on the first of the recipient's gateways locs (this node's own socket table when the
