@@ -261,3 +261,35 @@ func TestGatewayWithholdingOfflineRecordCannotLoseEnvelopes(t *testing.T) {
 	fetchMailbox(t, back, d)
 	nextEnvelopeIs(t, back, 1, "kept")
 }
+
+// TestSendRacingTheNewestConnectionsCloseIsDelivered: a send dispatched right after the device's newest
+// connection closed, before the sender's node may have learnt the offline record, is still delivered live:
+// the closed gateway answers offline or gone, and the envelope goes on to the device's other gateway.
+func TestSendRacingTheNewestConnectionsCloseIsDelivered(t *testing.T) {
+	nodes := gridtest.Swarm(t, 3, gridtest.InMemory())
+	alice, bob := registerAccount(t, nodes[2]), registerAccount(t, nodes[0])
+	d := bob.devs[0]
+	sender := connect(t, nodes[2], alice.devs[0], gatewaytest.Options{})
+	seq := uint64(time.Now().UnixNano())
+	c0, _ := connectSeq(t, nodes[0], d, seq)
+	c1, _ := connectSeq(t, nodes[1], d, seq+10)
+	waitGateways(t, nodes[2], d, nodes[1], nodes[0])
+	ctx := deliveryCtx(t)
+
+	c1.Close()
+	start := time.Now()
+	pending, err := sender.StartSend(ctx, msgID(1), []byte("racing"), d.ID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	receiveAndAck(t, c0, msgID(1))
+	r, err := gatewaytest.WaitSend(ctx, pending)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := r.Results[0].Status; st != wire.StatusDelivered {
+		t.Fatalf("send racing the close: %+v", r.Results[0])
+	}
+	t.Logf("delivered in %v, %v retries on the sender's node", time.Since(start),
+		gauge(t, nodes[2], "gridchat_relay_gateway_retries_total"))
+}
