@@ -233,8 +233,9 @@ func (e *presenceEntry) live(now time.Time) []Location {
 // accept merges a verified record into the entry: the record replaces its own gateway's slot when it is newer
 // (or the slot has expired; of equal sequences, offline wins) and leaves the other gateways' slots alone, so an
 // offline record withdraws only its own gateway. A new gateway takes a free or expired slot, else the slot of
-// the lowest sequence if that is lower than the record's. It reports whether the record was taken.
-func (e *presenceEntry) accept(g gatewaySlot, now time.Time, maxGateways int) bool {
+// the lowest sequence if that is lower than the record's. It reports whether the record was taken, and
+// whether it was refused for want of room.
+func (e *presenceEntry) accept(g gatewaySlot, now time.Time, maxGateways int) (taken, full bool) {
 	if e.none {
 		*e = presenceEntry{}
 	}
@@ -243,16 +244,16 @@ func (e *presenceEntry) accept(g gatewaySlot, now time.Time, maxGateways int) bo
 			old := e.gws[i]
 			newer := g.seq > old.seq || g.seq == old.seq && old.online && !g.online
 			if !newer && now.Before(old.expires) {
-				return false
+				return false, false
 			}
 			e.gws[i] = g
-			return true
+			return true, false
 		}
 	}
 	e.gws = slices.DeleteFunc(e.gws, func(s gatewaySlot) bool { return !now.Before(s.expires) })
 	if len(e.gws) < maxGateways {
 		e.gws = append(e.gws, g)
-		return true
+		return true, false
 	}
 	low := 0
 	for i := range e.gws {
@@ -261,10 +262,10 @@ func (e *presenceEntry) accept(g gatewaySlot, now time.Time, maxGateways int) bo
 		}
 	}
 	if e.gws[low].seq >= g.seq {
-		return false
+		return false, true
 	}
 	e.gws[low] = g
-	return true
+	return true, false
 }
 
 // NewPresence starts the presence service: it joins the presence topic (when PubSub is set) and caches what
@@ -383,8 +384,12 @@ func (p *Presence) remember(rec *wire.Presence) {
 		p.makeRoom(now)
 		e = &presenceEntry{}
 	}
-	if e.accept(g, now, p.cfg.MaxGateways) {
+	taken, full := e.accept(g, now, p.cfg.MaxGateways)
+	if taken {
 		p.cache[rec.Device] = e
+	}
+	if full {
+		p.rejected.WithLabelValues("gateways_full").Inc()
 	}
 }
 

@@ -195,6 +195,9 @@ func TestPresenceGatewaysExpireAndStayBounded(t *testing.T) {
 	wantLocations(t, p, d, []peer.ID{g3, g2}, []bool{false, true})
 	_ = p.Publish(ctx, short(g1, 1, 10*time.Minute)) // older than every kept record: refused
 	wantLocations(t, p, d, []peer.ID{g3, g2}, []bool{false, true})
+	if n := counterValue(t, p.rejected.WithLabelValues("gateways_full")); n != 1 {
+		t.Fatalf("refusals for want of room counted %v", n)
+	}
 	clock = now.Add(11 * time.Minute)
 	wantLocations(t, p, d, nil, nil)
 }
