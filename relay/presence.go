@@ -178,7 +178,7 @@ type presenceEntry struct {
 
 // gatewaySlot is the newest record the cache accepted for one (device, gateway) pair.
 type gatewaySlot struct {
-	gateway string // the record's gateway field (peer ID text)
+	gateway string // the record's gateway: its canonical peer ID text, or the field as is if it does not decode
 	seq     uint64
 	online  bool
 	loc     Location // set when online
