@@ -601,31 +601,45 @@ func (s *Store) ApplyDeletes(ctx context.Context, dev wire.DeviceID, marks []Del
 		return 0, fmt.Errorf("mailbox: delete: %w", err)
 	}
 	removed := 0
+	// The batch is read from the committed state: an ID named twice would be removed and counted twice.
+	done := make(map[wire.MessageID]struct{}, len(marks))
 	for _, mk := range marks {
 		if mk.Time.Add(s.lim.DeleteMarkTTL).Before(now) {
 			continue
 		}
-		h, ok, err := s.lookup(ctx, dev, mk.MessageID)
+		if _, ok := done[mk.MessageID]; ok {
+			continue
+		}
+		done[mk.MessageID] = struct{}{}
+		h, held, err := s.lookup(ctx, dev, mk.MessageID)
 		if err != nil {
 			return 0, fmt.Errorf("mailbox: delete: %w", err)
 		}
-		if ok {
+		if held {
 			if err := c.removeEnvelope(ctx, &h); err != nil {
 				return 0, fmt.Errorf("mailbox: delete: %w", err)
 			}
 			removed++
 		}
-		tk := idKey(pTomb, dev, mk.MessageID)
-		if had, err := s.d.Has(ctx, tk); err != nil {
-			return 0, fmt.Errorf("mailbox: delete: %w", err)
-		} else if had {
-			if err := c.b.Delete(ctx, tk); err != nil {
+		// Each point lookup below costs as much as the index read above once the mailbox is larger than
+		// Pebble's caches, so skip those whose answer is known: no tombstone when the counters say there is
+		// none, and no delete mark for a held envelope (Put refuses a marked ID, and a mark removes the
+		// envelope it names in the same batch).
+		if c.m.tombs > 0 {
+			tk := idKey(pTomb, dev, mk.MessageID)
+			if had, err := s.d.Has(ctx, tk); err != nil {
 				return 0, fmt.Errorf("mailbox: delete: %w", err)
+			} else if had {
+				if err := c.b.Delete(ctx, tk); err != nil {
+					return 0, fmt.Errorf("mailbox: delete: %w", err)
+				}
+				c.m.tombs--
 			}
-			c.m.tombs--
 		}
 		dk := idKey(pDel, dev, mk.MessageID)
-		if had, err := s.d.Has(ctx, dk); err != nil {
+		if held {
+			c.m.marks++
+		} else if had, err := s.d.Has(ctx, dk); err != nil {
 			return 0, fmt.Errorf("mailbox: delete: %w", err)
 		} else if !had {
 			c.m.marks++

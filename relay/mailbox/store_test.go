@@ -299,7 +299,8 @@ func TestStoreDeleteMarksExpire(t *testing.T) {
 	}
 }
 
-// countingStore counts a datastore's Get calls by key prefix (/e/, /i/, ...) and the bytes they return.
+// countingStore counts a datastore's point reads (Get and Has) by key prefix (/e/, /i/, ...) and the bytes Get
+// returns.
 type countingStore struct {
 	ds.Batching
 	mu    sync.Mutex
@@ -316,6 +317,13 @@ func (c *countingStore) Get(ctx context.Context, k ds.Key) ([]byte, error) {
 	return b, err
 }
 
+func (c *countingStore) Has(ctx context.Context, k ds.Key) (bool, error) {
+	c.mu.Lock()
+	c.reads[k.String()[:3]]++
+	c.mu.Unlock()
+	return c.Batching.Has(ctx, k)
+}
+
 func (c *countingStore) reset() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -324,7 +332,8 @@ func (c *countingStore) reset() {
 
 // Acknowledging envelopes must not read their records back: reading each record (up to 64 KiB, from sstables
 // once the mailbox outgrows Pebble's memtable and block cache) made a full fetch of 10,000 envelopes several
-// times slower per envelope than one of 1,000. The index entry alone keeps the counters right.
+// times slower per envelope than one of 1,000. The index entry alone keeps the counters right, and it is the
+// only point read per held envelope.
 func TestStoreDeleteReadsOnlyTheIndexNotTheRecords(t *testing.T) {
 	ctx := context.Background()
 	cs := &countingStore{Batching: namespace.Wrap(openPebble(t, t.TempDir()), ds.NewKey("/mailbox")),
@@ -358,6 +367,10 @@ func TestStoreDeleteReadsOnlyTheIndexNotTheRecords(t *testing.T) {
 	if reads[pIndex] != n {
 		t.Errorf("deleting %d envelopes read %d index entries, want one each", n, reads[pIndex])
 	}
+	if reads[pTomb] != 0 || reads[pDel] != 0 {
+		t.Errorf("deleting %d held envelopes of a mailbox without tombstones looked up %d tombstones and %d delete marks",
+			n, reads[pTomb], reads[pDel])
+	}
 	// Per batch, beyond the index entries: the counters (32 bytes) and each sender's count (8 bytes).
 	if limit := n*indexLen + (n/batch)*(32+8*len(senders)); bytes > limit {
 		t.Errorf("deleting %d envelopes read %d bytes, want at most %d", n, bytes, limit)
@@ -374,6 +387,46 @@ func TestStoreDeleteReadsOnlyTheIndexNotTheRecords(t *testing.T) {
 			t.Fatalf("sender count left behind: %v %v", ok, err)
 		}
 	}
+}
+
+// An ID named twice in one acknowledgement, or again in a later one, is removed and counted once.
+func TestStoreDeleteCountsAnIDNamedTwiceOnce(t *testing.T) {
+	ctx := context.Background()
+	s := newTestStore(t, Limits{})
+	to, from := randDevice(t), randDevice(t)
+	var es []*Envelope
+	for i := range 3 {
+		e := env(to, from, i, t0.Add(time.Duration(i)*time.Second))
+		if _, err := s.Put(ctx, e, t0.Add(time.Minute)); err != nil {
+			t.Fatal(err)
+		}
+		es = append(es, e)
+	}
+	check := func(step string, count, bytes, marks, fromSender int64) {
+		t.Helper()
+		m, err := s.getMeta(ctx, to)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n, _, err := s.getUint(ctx, senderKey(to, from))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m.count != count || m.bytes != bytes || m.marks != marks || int64(n) != fromSender {
+			t.Fatalf("%s: counters %+v and %d from the sender, want count %d, bytes %d, marks %d, %d from the sender",
+				step, m, n, count, bytes, marks, fromSender)
+		}
+	}
+	removed, err := s.Delete(ctx, to, []wire.MessageID{es[0].MessageID, es[0].MessageID, es[1].MessageID}, t0.Add(time.Minute))
+	if err != nil || removed != 2 {
+		t.Fatalf("delete: removed %d, %v", removed, err)
+	}
+	check("after one ack naming m0 twice", 1, int64(len(es[2].Ciphertext)), 2, 1)
+	removed, err = s.Delete(ctx, to, []wire.MessageID{es[1].MessageID, es[2].MessageID}, t0.Add(time.Minute))
+	if err != nil || removed != 1 {
+		t.Fatalf("delete again: removed %d, %v", removed, err)
+	}
+	check("after acking m1 again and m2", 0, 0, 3, 0)
 }
 
 // An index entry written before entries carried the sender and size (8 bytes, the stamp alone) still serves
