@@ -208,24 +208,29 @@ func (e *presenceEntry) live(now time.Time) []Location {
 			newest = max(newest, g.seq)
 		}
 	}
-	var on []gatewaySlot
-	for _, g := range e.gws {
+	var buf [DefaultMaxPresenceGateways]int
+	on := buf[:0] // indices of the live slots
+	for i, g := range e.gws {
 		if g.online && now.Before(g.expires) {
-			on = append(on, g)
+			on = append(on, i)
 		}
+	}
+	if len(on) == 0 {
+		return nil
 	}
 	// Highest sequence first; equal sequences (only a device can sign those) in gateway order, so that every
 	// node answers alike whatever order the records came in.
-	slices.SortFunc(on, func(a, b gatewaySlot) int {
+	slices.SortFunc(on, func(i, j int) int {
+		a, b := &e.gws[i], &e.gws[j]
 		if c := cmp.Compare(b.seq, a.seq); c != 0 {
 			return c
 		}
 		return strings.Compare(a.gateway, b.gateway)
 	})
 	out := make([]Location, len(on))
-	for i, g := range on {
-		out[i] = g.loc
-		out[i].Superseded = g.seq < newest
+	for k, i := range on {
+		out[k] = e.gws[i].loc
+		out[k].Superseded = e.gws[i].seq < newest
 	}
 	return out
 }
