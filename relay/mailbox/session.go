@@ -120,6 +120,9 @@ func (s *Service) serveFetch(st network.Stream, f *frame) {
 		sub = s.subscribe(dev)
 		defer s.unsubscribe(dev, sub)
 	}
+	// Registered before the snapshot's iterator opens, and unregistered only after the ack reader is done.
+	hs := s.store.watch(dev)
+	defer s.store.unwatch(hs)
 	var wmu sync.Mutex
 	write := func(f *frame) error {
 		wmu.Lock()
@@ -145,7 +148,7 @@ func (s *Service) serveFetch(st network.Stream, f *frame) {
 			ids, err := parseIDs(f.IDs, maxAckBatch)
 			if err == nil {
 				var n int
-				n, err = s.store.Delete(ctx, dev, ids, s.now())
+				n, err = s.store.deleteHinted(ctx, hs, ids, s.now())
 				s.metrics.deleted.Add(float64(n))
 				res.Count = uint64(n)
 			}
@@ -160,7 +163,7 @@ func (s *Service) serveFetch(st network.Stream, f *frame) {
 	})
 	defer func() { <-readerDone }()
 
-	if err := s.sendSnapshot(ctx, dev, write); err != nil {
+	if err := s.sendSnapshot(ctx, hs, write); err != nil {
 		_ = st.Reset()
 		return
 	}
@@ -186,8 +189,8 @@ func (s *Service) serveFetch(st network.Stream, f *frame) {
 	}
 }
 
-func (s *Service) sendSnapshot(ctx context.Context, dev wire.DeviceID, write func(*frame) error) error {
-	ts, err := s.sortedTombstones(ctx, dev)
+func (s *Service) sendSnapshot(ctx context.Context, hs *hints, write func(*frame) error) error {
+	ts, err := s.sortedTombstones(ctx, hs.dev)
 	if err != nil {
 		return err
 	}
@@ -196,7 +199,7 @@ func (s *Service) sendSnapshot(ctx context.Context, dev wire.DeviceID, write fun
 			return err
 		}
 	}
-	err = s.store.Iterate(ctx, dev, func(e *Envelope) error {
+	err = s.store.iterateHinted(ctx, hs, func(e *Envelope) error {
 		if err := write(&frame{Type: tEnvelope, Env: toRec(e)}); err != nil {
 			return err
 		}
@@ -262,10 +265,11 @@ type Session struct {
 	closeOnce sync.Once
 }
 
-// source is one replica's stream of a session (st is nil for this node's own store).
+// source is one replica's stream of a session (st is nil for this node's own store, and hints non-nil).
 type source struct {
 	p         peer.ID
 	st        network.Stream
+	hints     *hints
 	wmu       sync.Mutex
 	snap      chan Item     // the snapshot, in delivery order; closed at tCaughtUp or failure
 	ready     chan struct{} // closed at the first frame or failure
@@ -303,6 +307,8 @@ func (s *Service) Open(ctx context.Context, r SignedRequest) (*Session, error) {
 		src := newSource(p)
 		ss.sources = append(ss.sources, src)
 		if p == s.host.ID() {
+			// Registered before runLocal's iterator opens; unregistered by Close.
+			src.hints = s.store.watch(dev)
 			ss.wg.Go(func() { ss.runLocal(src, r) })
 		} else {
 			ss.wg.Go(func() { ss.runRemote(ctx, src, r) })
@@ -391,7 +397,7 @@ func (ss *Session) runLocal(src *source, r SignedRequest) {
 			return
 		}
 	}
-	err = s.store.Iterate(ss.ctx, ss.dev, func(e *Envelope) error {
+	err = s.store.iterateHinted(ss.ctx, src.hints, func(e *Envelope) error {
 		c := *e
 		c.Ciphertext = append([]byte(nil), e.Ciphertext...)
 		return send(Item{Envelope: &c})
@@ -695,7 +701,7 @@ func (ss *Session) ackOne(ctx context.Context, src *source, ids []wire.MessageID
 	s := ss.s
 	ch := make(chan error, 1)
 	if src.st == nil {
-		n, err := s.store.Delete(ctx, ss.dev, ids, s.now())
+		n, err := s.store.deleteHinted(ctx, src.hints, ids, s.now())
 		s.metrics.deleted.Add(float64(n))
 		ch <- err
 		return ch, nil
@@ -726,6 +732,11 @@ func (ss *Session) Close() error {
 	ss.closeOnce.Do(func() {
 		ss.cancel()
 		ss.wg.Wait()
+		for _, src := range ss.sources {
+			if src.hints != nil {
+				ss.s.store.unwatch(src.hints)
+			}
+		}
 	})
 	return nil
 }

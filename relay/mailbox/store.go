@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	ds "github.com/ipfs/go-datastore"
@@ -90,6 +91,10 @@ type Store struct {
 	d     ds.Batching
 	lim   Limits
 	locks [64]sync.Mutex
+	// The hints of the fetches under way (hints.go), by device, and how many they hold in all.
+	hmu      sync.Mutex
+	watching map[wire.DeviceID]map[*hints]struct{}
+	hinted   atomic.Int64
 	// countExpired, if set, is told how many envelopes a put pushed out by the count limit.
 	countExpired func(n int)
 }
@@ -97,7 +102,7 @@ type Store struct {
 // NewStore returns a Store over d, which should be a namespace of its own (e.g. /mailbox of the node's
 // datastore). Zero limits take their defaults.
 func NewStore(d ds.Batching, lim Limits) *Store {
-	return &Store{d: d, lim: lim.withDefaults()}
+	return &Store{d: d, lim: lim.withDefaults(), watching: make(map[wire.DeviceID]map[*hints]struct{})}
 }
 
 func (s *Store) lock(dev wire.DeviceID) func() {
@@ -152,10 +157,10 @@ func parseIDSegment(k string) (wire.MessageID, error) {
 }
 
 // held is what the index keeps of a held envelope: enough to find its record, remove it and keep the counters
-// right without reading the record. Deleting an acknowledged envelope so costs one small read whatever the
-// mailbox holds; reading each record back (up to 64 KiB, from sstables and past the block cache once the
-// mailbox outgrows them) made acknowledging 10,000 envelopes several times slower per envelope than 1,000 (see
-// BenchmarkStoreThenFetch).
+// right without reading the record. Deleting an acknowledged envelope so costs at most one small read (none
+// with the hints of the fetch that streamed it, hints.go); reading each record back (up to 64 KiB, from
+// sstables and past the block cache once the mailbox outgrows them) made acknowledging 10,000 envelopes
+// several times slower per envelope than 1,000 (see BenchmarkStoreThenFetch).
 type held struct {
 	MessageID wire.MessageID
 	Sender    wire.DeviceID
@@ -367,6 +372,7 @@ func (c *change) removeEnvelope(ctx context.Context, h *held) error {
 	if err := c.b.Delete(ctx, idKey(pIndex, c.dev, h.MessageID)); err != nil {
 		return err
 	}
+	c.s.forget(c.dev, h)
 	c.m.count--
 	c.m.bytes -= h.Size
 	return c.addSender(ctx, h.Sender, -1)
@@ -582,16 +588,26 @@ func (s *Store) Tombstones(ctx context.Context, dev wire.DeviceID) ([]Tombstone,
 // Delete removes the given envelopes and tombstones from dev's mailbox and remembers a delete mark for each
 // ID, so that a copy on another replica cannot come back. It returns how many envelopes it removed.
 func (s *Store) Delete(ctx context.Context, dev wire.DeviceID, ids []wire.MessageID, now time.Time) (int, error) {
+	return s.applyDeletes(ctx, dev, marksAt(ids, now), now, nil)
+}
+
+func marksAt(ids []wire.MessageID, now time.Time) []DeleteMark {
 	marks := make([]DeleteMark, len(ids))
 	for i, id := range ids {
 		marks[i] = DeleteMark{MessageID: id, Time: now}
 	}
-	return s.ApplyDeletes(ctx, dev, marks, now)
+	return marks
 }
 
 // ApplyDeletes is Delete with the marks' own times (as anti-entropy passes them on). Marks older than the
 // delete-mark TTL are ignored.
 func (s *Store) ApplyDeletes(ctx context.Context, dev wire.DeviceID, marks []DeleteMark, now time.Time) (int, error) {
+	return s.applyDeletes(ctx, dev, marks, now, nil)
+}
+
+// applyDeletes is ApplyDeletes that takes what it can from the hints of the fetch being acknowledged (w may be
+// nil) instead of reading the index.
+func (s *Store) applyDeletes(ctx context.Context, dev wire.DeviceID, marks []DeleteMark, now time.Time, w *hints) (int, error) {
 	if len(marks) == 0 {
 		return 0, nil
 	}
@@ -611,20 +627,27 @@ func (s *Store) ApplyDeletes(ctx context.Context, dev wire.DeviceID, marks []Del
 			continue
 		}
 		done[mk.MessageID] = struct{}{}
-		h, held, err := s.lookup(ctx, dev, mk.MessageID)
-		if err != nil {
-			return 0, fmt.Errorf("mailbox: delete: %w", err)
+		var h held
+		var isHeld bool
+		if w != nil {
+			h, isHeld = w.take(mk.MessageID)
 		}
-		if held {
+		if !isHeld {
+			var err error
+			if h, isHeld, err = s.lookup(ctx, dev, mk.MessageID); err != nil {
+				return 0, fmt.Errorf("mailbox: delete: %w", err)
+			}
+		}
+		if isHeld {
 			if err := c.removeEnvelope(ctx, &h); err != nil {
 				return 0, fmt.Errorf("mailbox: delete: %w", err)
 			}
 			removed++
 		}
-		// Each point lookup below costs as much as the index read above once the mailbox is larger than
-		// Pebble's caches, so skip those whose answer is known: no tombstone when the counters say there is
-		// none, and no delete mark for a held envelope (Put refuses a marked ID, and a mark removes the
-		// envelope it names in the same batch).
+		// Each point lookup below costs as much as an index read once the mailbox is larger than Pebble's
+		// caches, so skip those whose answer is known: no tombstone when the counters say there is none, and
+		// no delete mark for a held envelope (Put refuses a marked ID, and a mark removes the envelope it names
+		// in the same batch).
 		if c.m.tombs > 0 {
 			tk := idKey(pTomb, dev, mk.MessageID)
 			if had, err := s.d.Has(ctx, tk); err != nil {
@@ -637,7 +660,7 @@ func (s *Store) ApplyDeletes(ctx context.Context, dev wire.DeviceID, marks []Del
 			}
 		}
 		dk := idKey(pDel, dev, mk.MessageID)
-		if held {
+		if isHeld {
 			c.m.marks++
 		} else if had, err := s.d.Has(ctx, dk); err != nil {
 			return 0, fmt.Errorf("mailbox: delete: %w", err)
@@ -797,6 +820,7 @@ func (s *Store) expireDevice(ctx context.Context, dev wire.DeviceID, now time.Ti
 // Drop deletes everything held for dev and refuses its envelopes from now on (the device was revoked).
 func (s *Store) Drop(ctx context.Context, dev wire.DeviceID, now time.Time) error {
 	defer s.lock(dev)()
+	s.forgetAll(dev)
 	b, err := s.d.Batch(ctx)
 	if err != nil {
 		return fmt.Errorf("mailbox: drop: %w", err)
