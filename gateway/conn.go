@@ -138,6 +138,7 @@ func (c *conn) serve(reqCtx context.Context) {
 
 	hello, err := wire.EncodePush(wire.PushHello, wire.Hello{
 		Nonce: nonce, Gateway: h.cfg.Gateway, GatewayID: h.cfg.GatewayID, Addrs: h.cfg.Addrs, Version: wire.Version, Limits: h.wireLimits(),
+		TimeMS: h.now().UnixMilli(),
 	})
 	if err != nil || !c.enqueue(hello) {
 		c.close(websocket.StatusInternalError, "internal error", "internal")

@@ -49,6 +49,10 @@ type Hello struct {
 	Addrs     []string `json:"addrs"`      // the gateway's libp2p multiaddrs, for presence records
 	Version   int      `json:"version"`    // the frame protocol version
 	Limits    Limits   `json:"limits"`
+	// TimeMS is the gateway's clock when it sent the hello, in unix milliseconds: every proof a client signs is
+	// checked against the grid's time, so a client whose own clock is off corrects by it (docs/PROTOCOL.md §7
+	// Handshake). Zero from a gateway that predates the field.
+	TimeMS int64 `json:"time_ms,omitempty"`
 }
 
 // AuthRequest is the body of the "auth" operation.
