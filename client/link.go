@@ -167,11 +167,18 @@ func Link(ctx context.Context, cfg Config, ticket link.Ticket, relay LinkRelay) 
 	if err != nil {
 		return nil, err
 	}
-	dev, err := e2ee.NewDeviceKeys(cfg.Now())
+	// Over a gateway, the new device's keys and certificate are dated by the gateway's clock (clock.go).
+	clock := newGridClock(cfg.Now, 0)
+	if gr, ok := relay.(*GatewayRelay); ok {
+		if _, err := clock.observe(gr.g.cn); err != nil {
+			return nil, err
+		}
+	}
+	dev, err := e2ee.NewDeviceKeys(clock.now())
 	if err != nil {
 		return nil, err
 	}
-	j, shareA, err := link.Join(ticket, link.Options{Now: cfg.Now})
+	j, shareA, err := link.Join(ticket, link.Options{Now: clock.now})
 	if err != nil {
 		return nil, fmt.Errorf("client: link: %w", err)
 	}
@@ -203,7 +210,7 @@ func Link(ctx context.Context, cfg Config, ticket link.Ticket, relay LinkRelay) 
 	if _, err := e2ee.Replay(before); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrLinkRefused, err)
 	}
-	cert := e2ee.NewDeviceCert(dev, before.AccountID(), cfg.Now())
+	cert := e2ee.NewDeviceCert(dev, before.AccountID(), clock.now())
 	if err := sendLink(ctx, relay, ch, link.PayloadDeviceOffer, cert.Encode()); err != nil {
 		return nil, err
 	}

@@ -59,28 +59,10 @@ func Register(ctx context.Context, cfg Config, username string) (*Client, error)
 	if exists {
 		return nil, ErrExists
 	}
-	now := cfg.Now()
-	dev, err := e2ee.NewDeviceKeys(now)
-	if err != nil {
-		return nil, err
-	}
-	// The directory registers the genesis statement alone; the username follows as an append.
-	genesis, err := e2ee.NewAccount(dev, now)
-	if err != nil {
-		return nil, err
-	}
-	chain, err := e2ee.DecodeChain(genesis.Encode())
-	if err != nil {
-		return nil, err
-	}
-	if name != "" {
-		if _, err := chain.Append(dev, &e2ee.SetUsername{Username: name}, now); err != nil {
-			return nil, err
-		}
-	}
 	var lastErr error
 	for _, url := range cfg.Gateways {
-		if err := registerAt(ctx, cfg, url, dev, genesis, chain); err != nil {
+		dev, chain, err := registerAt(ctx, cfg, url, name)
+		if err != nil {
 			lastErr = err
 			if ctx.Err() != nil {
 				break
@@ -92,37 +74,62 @@ func Register(ctx context.Context, cfg Config, username string) (*Client, error)
 	return nil, fmt.Errorf("client: register: %w", lastErr)
 }
 
-func registerAt(ctx context.Context, cfg Config, url string, dev *e2ee.DeviceKeys, genesis, chain *e2ee.Chain) error {
+// registerAt makes the device and its account at the time of the gateway at url (its hello corrects the
+// device's clock, clock.go) and registers them there.
+func registerAt(ctx context.Context, cfg Config, url, name string) (*e2ee.DeviceKeys, *e2ee.Chain, error) {
 	cctx, cancel := context.WithTimeout(ctx, cfg.CallTimeout)
 	defer cancel()
 	cn, err := dialConn(cctx, url, cfg.HTTPClient, cfg.Logger)
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
 	defer cn.close()
+	clock := newGridClock(cfg.Now, 0)
+	if _, err := clock.observe(cn); err != nil {
+		return nil, nil, err
+	}
+	now := clock.now()
+	dev, err := e2ee.NewDeviceKeys(now)
+	if err != nil {
+		return nil, nil, err
+	}
+	// The directory registers the genesis statement alone; the username follows as an append.
+	genesis, err := e2ee.NewAccount(dev, now)
+	if err != nil {
+		return nil, nil, err
+	}
+	chain, err := e2ee.DecodeChain(genesis.Encode())
+	if err != nil {
+		return nil, nil, err
+	}
+	if name != "" {
+		if _, err := chain.Append(dev, &e2ee.SetUsername{Username: name}, now); err != nil {
+			return nil, nil, err
+		}
+	}
 	var grant nonceResponse
 	if err := cn.call(cctx, opDirNonce, nonceRequest{Device: dev.Public().Encode()}, &grant); err != nil {
-		return err
+		return nil, nil, err
 	}
-	proof, err := e2ee.SignRegistration(dev, cn.hello.GatewayID, grant.Nonce, cfg.Now())
+	proof, err := e2ee.SignRegistration(dev, cn.hello.GatewayID, grant.Nonce, clock.now())
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
 	req := registerRequest{Nonce: grant.Nonce, Chain: genesis.Encode(), Proof: proof.Encode()}
 	if len(grant.Challenge) > 0 {
 		if req.Answer, err = dev.AnswerKeyChallenge(cn.hello.GatewayID, grant.Nonce, grant.Challenge); err != nil {
-			return err
+			return nil, nil, err
 		}
 	}
 	if err := cn.call(cctx, opDirRegister, req, nil); err != nil {
-		return err
+		return nil, nil, err
 	}
 	if chain.Len() > genesis.Len() {
 		if err := cn.call(cctx, opDirAppend, appendRequest{Chain: chain.Encode()}, nil); err != nil {
-			return fmt.Errorf("claim username: %w", err)
+			return nil, nil, fmt.Errorf("claim username: %w", err)
 		}
 	}
-	return nil
+	return dev, chain, nil
 }
 
 // publishChain hands an extended chain of this account to the directory.
