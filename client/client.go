@@ -51,10 +51,7 @@ type Config struct {
 	HTTPClient *http.Client
 	// Logger receives the client's logs (never plaintext or keys). Default: discard.
 	Logger *slog.Logger
-	// Now is the device's clock. Default: time.Now. Message times and local bookkeeping use it as it is;
-	// everything the client signs or checks against the grid's time (auth proofs, registration, account
-	// statements, messaging keys, presence records, signed requests) uses it corrected by the gateway's clock
-	// from its hello, within MaxClockOffset (docs/PROTOCOL.md §7 Handshake).
+	// Now is the clock. Default: time.Now.
 	Now func() time.Time
 	// Renewal says when sessions renew. Default: e2ee.DefaultRenewalPolicy (100 messages or 7 days, and always
 	// on a membership change).
@@ -73,6 +70,12 @@ type Config struct {
 	MinBackoff, MaxBackoff time.Duration
 	// CallTimeout bounds one request to the gateway. Default 30 s.
 	CallTimeout time.Duration
+	// PingInterval is how long the gateway may stay silent before the client sends it a "ping"; when that is
+	// not answered within PingInterval either, the connection is given up and the client connects to the next
+	// gateway, whose auth publishes a fresh presence record. A path that died without closing (the gateway
+	// withdraws the device's presence when it notices) is thus left within 2.5 × PingInterval. Default (and
+	// when not positive) 15 s.
+	PingInterval time.Duration
 	// StoredQuorum is how many distinct mailbox replicas must sign a receipt before a "stored" status is
 	// believed. Default 2 (the grid's default write quorum of 3 replicas).
 	StoredQuorum int
@@ -132,6 +135,9 @@ func (c Config) withDefaults() (Config, error) {
 	if c.CallTimeout == 0 {
 		c.CallTimeout = 30 * time.Second
 	}
+	if c.PingInterval <= 0 {
+		c.PingInterval = 15 * time.Second
+	}
 	for i, g := range c.Gateways {
 		u, err := gatewayURL(g)
 		if err != nil {
@@ -156,7 +162,6 @@ type Client struct {
 	ev    *eventQueue
 	out   chan Event
 	log   *slog.Logger
-	clock *gridClock // Config.Now corrected to the gateway's clock
 
 	mu        sync.Mutex
 	chain     *e2ee.Chain
@@ -239,15 +244,8 @@ func load(cfg Config, st *store.Store) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	var offset time.Duration
-	if b, ok := st.Get(bucketSelf, keyClockOffset); ok {
-		offset = parseClockOffset(b)
-	}
 	c := &Client{cfg: cfg, st: st, cd: cd, dev: dev, chain: chain, ev: newEventQueue(), out: make(chan Event, 64),
-		log: cfg.Logger, clock: newGridClock(cfg.Now, offset), connected: make(chan struct{})}
-	// The client's own methods sign at the grid's time; the engine and the account cache below keep the
-	// device's clock (cfg.Now): message times are the sender's, and their order is causal (order.go).
-	c.cfg.Now = c.clock.now
+		log: cfg.Logger, connected: make(chan struct{})}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.accts = newAccounts(c, st, cfg.Now, cfg.DirectoryTTL)
 	if _, ok := st.Get(bucketChains, self.Account.String()); !ok {
@@ -431,7 +429,7 @@ func (c *Client) run() {
 			c.ev.push(&ConnectionEvent{Gateway: url, Err: err})
 		} else {
 			c.log.Info("connect failed", "gateway", url, "err", err)
-			if errors.Is(err, wire.ErrRevoked) || errors.Is(err, ErrClockOffset) {
+			if errors.Is(err, wire.ErrRevoked) {
 				c.ev.push(&ConnectionEvent{Gateway: url, Err: err})
 			}
 		}
@@ -461,10 +459,6 @@ func (c *Client) connect(url string) (*conn, error) {
 	defer cancel()
 	cn, err := dialConn(ctx, url, c.cfg.HTTPClient, c.log)
 	if err != nil {
-		return nil, err
-	}
-	if err := c.adoptClock(cn); err != nil {
-		cn.close()
 		return nil, err
 	}
 	if err := c.authenticate(ctx, cn); err != nil {
@@ -537,6 +531,8 @@ func (c *Client) authenticate(ctx context.Context, cn *conn) error {
 func (c *Client) serve(cn *conn) error {
 	refresh := time.NewTicker(wire.DefaultPresenceTTL / 2)
 	defer refresh.Stop()
+	keepalive := time.NewTicker(max(c.cfg.PingInterval/2, time.Millisecond))
+	defer keepalive.Stop()
 	for {
 		for _, p := range cn.takePushes() {
 			c.handlePush(cn, p)
@@ -567,10 +563,30 @@ func (c *Client) serve(cn *conn) error {
 			if err != nil {
 				c.log.Warn("presence refresh failed", "err", err)
 			}
+		case <-keepalive.C:
+			if cn.silence() >= c.cfg.PingInterval {
+				c.checkAlive(cn)
+			}
 		case <-c.ctx.Done():
 			return ErrClosed
 		}
 	}
+}
+
+// checkAlive pings a connection that has been silent, and abandons it when no answer comes within
+// PingInterval: a path that died without closing would otherwise keep the client on a gateway that has
+// withdrawn its presence, offline to the grid while it believes itself connected. Pushes that arrive meanwhile
+// wait in the connection's queue.
+func (c *Client) checkAlive(cn *conn) {
+	ctx, cancel := context.WithTimeout(c.ctx, c.cfg.PingInterval)
+	defer cancel()
+	err := cn.call(ctx, wire.OpPing, struct{}{}, nil)
+	var answered *wire.Error
+	if err == nil || errors.As(err, &answered) || c.ctx.Err() != nil {
+		return
+	}
+	c.log.Info("gateway connection silent; leaving it", "gateway", cn.url, "err", err)
+	cn.abandon(fmt.Errorf("%w: %s: no answer to ping within %v", ErrDisconnected, cn.url, c.cfg.PingInterval))
 }
 
 func (c *Client) handlePush(cn *conn, p *wire.Push) {

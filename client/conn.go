@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/coder/websocket"
@@ -38,10 +39,6 @@ type conn struct {
 	url   string
 	hello wire.Hello
 	log   *slog.Logger
-	// helloAt is when the hello arrived and helloRTT how long after the dial began: they date the gateway's
-	// clock reading in the hello (clock.go).
-	helloAt  time.Time
-	helloRTT time.Duration
 
 	// writeMu orders writes: the gateway requires request ids to arrive in increasing order, so an id is taken
 	// and its frame written under one lock.
@@ -54,6 +51,7 @@ type conn struct {
 
 	pushReady chan struct{} // signalled (non-blocking) when queue grows
 	done      chan struct{} // closed when the reader stops
+	lastRead  atomic.Int64  // when the last frame arrived, in unix nanoseconds
 	closeOnce sync.Once
 	wg        sync.WaitGroup
 }
@@ -86,7 +84,6 @@ func gatewayURL(s string) (string, error) {
 
 // dialConn opens a connection and waits for the gateway's hello.
 func dialConn(ctx context.Context, url string, httpClient *http.Client, log *slog.Logger) (*conn, error) {
-	start := time.Now()
 	ws, _, err := websocket.Dial(ctx, url, dialOptions(httpClient))
 	if err != nil {
 		return nil, fmt.Errorf("client: dial %s: %w", url, err)
@@ -99,7 +96,6 @@ func dialConn(ctx context.Context, url string, httpClient *http.Client, log *slo
 		ws.CloseNow()
 		return nil, fmt.Errorf("client: %s: waiting for hello: %w", url, err)
 	}
-	helloAt := time.Now()
 	f, err := wire.DecodeServerFrame(data)
 	if err != nil || f.Push == nil || f.Push.Name != wire.PushHello {
 		ws.CloseNow()
@@ -114,11 +110,12 @@ func dialConn(ctx context.Context, url string, httpClient *http.Client, log *slo
 		ws.SetReadLimit(int64(max(h.Limits.MaxFrameBytes, 64<<10)) + 4096)
 	}
 	c := &conn{
-		ws: ws, url: url, hello: h, log: log, helloAt: helloAt, helloRTT: helloAt.Sub(start),
+		ws: ws, url: url, hello: h, log: log,
 		pending:   map[uint64]chan *wire.Response{},
 		pushReady: make(chan struct{}, 1),
 		done:      make(chan struct{}),
 	}
+	c.lastRead.Store(time.Now().UnixNano())
 	c.wg.Go(c.readLoop)
 	return c, nil
 }
@@ -131,6 +128,7 @@ func (c *conn) readLoop() {
 			c.fail(fmt.Errorf("%w: %s: %v", ErrDisconnected, c.url, err))
 			return
 		}
+		c.lastRead.Store(time.Now().UnixNano())
 		f, err := wire.DecodeServerFrame(data)
 		if err != nil {
 			c.fail(fmt.Errorf("%w: %s sent a bad frame: %v", ErrDisconnected, c.url, err))
@@ -183,6 +181,18 @@ func (c *conn) takePushes() []*wire.Push {
 	q := c.queue
 	c.queue = nil
 	return q
+}
+
+// silence returns how long ago the last frame arrived from the gateway.
+func (c *conn) silence() time.Duration {
+	return time.Since(time.Unix(0, c.lastRead.Load()))
+}
+
+// abandon ends a connection that stopped answering: err is recorded as why, and the socket is dropped without
+// the close handshake, which a dead path would not complete. The reader then stops.
+func (c *conn) abandon(err error) {
+	c.fail(err)
+	c.ws.CloseNow()
 }
 
 // Err returns why the connection ended, or nil while it is up.
