@@ -51,7 +51,10 @@ type Config struct {
 	HTTPClient *http.Client
 	// Logger receives the client's logs (never plaintext or keys). Default: discard.
 	Logger *slog.Logger
-	// Now is the clock. Default: time.Now.
+	// Now is the device's clock. Default: time.Now. Message times and local bookkeeping use it as it is;
+	// everything the client signs or checks against the grid's time (auth proofs, registration, account
+	// statements, messaging keys, presence records, signed requests) uses it corrected by the gateway's clock
+	// from its hello, within MaxClockOffset (docs/PROTOCOL.md §7 Handshake).
 	Now func() time.Time
 	// Renewal says when sessions renew. Default: e2ee.DefaultRenewalPolicy (100 messages or 7 days, and always
 	// on a membership change).
@@ -162,6 +165,7 @@ type Client struct {
 	ev    *eventQueue
 	out   chan Event
 	log   *slog.Logger
+	clock *gridClock // Config.Now corrected to the gateway's clock
 
 	mu        sync.Mutex
 	chain     *e2ee.Chain
@@ -244,8 +248,15 @@ func load(cfg Config, st *store.Store) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
+	var offset time.Duration
+	if b, ok := st.Get(bucketSelf, keyClockOffset); ok {
+		offset = parseClockOffset(b)
+	}
 	c := &Client{cfg: cfg, st: st, cd: cd, dev: dev, chain: chain, ev: newEventQueue(), out: make(chan Event, 64),
-		log: cfg.Logger, connected: make(chan struct{})}
+		log: cfg.Logger, clock: newGridClock(cfg.Now, offset), connected: make(chan struct{})}
+	// The client's own methods sign at the grid's time; the engine and the account cache below keep the
+	// device's clock (cfg.Now): message times are the sender's, and their order is causal (order.go).
+	c.cfg.Now = c.clock.now
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.accts = newAccounts(c, st, cfg.Now, cfg.DirectoryTTL)
 	if _, ok := st.Get(bucketChains, self.Account.String()); !ok {
@@ -429,7 +440,7 @@ func (c *Client) run() {
 			c.ev.push(&ConnectionEvent{Gateway: url, Err: err})
 		} else {
 			c.log.Info("connect failed", "gateway", url, "err", err)
-			if errors.Is(err, wire.ErrRevoked) {
+			if errors.Is(err, wire.ErrRevoked) || errors.Is(err, ErrClockOffset) {
 				c.ev.push(&ConnectionEvent{Gateway: url, Err: err})
 			}
 		}
@@ -459,6 +470,10 @@ func (c *Client) connect(url string) (*conn, error) {
 	defer cancel()
 	cn, err := dialConn(ctx, url, c.cfg.HTTPClient, c.log)
 	if err != nil {
+		return nil, err
+	}
+	if err := c.adoptClock(cn); err != nil {
+		cn.close()
 		return nil, err
 	}
 	if err := c.authenticate(ctx, cn); err != nil {

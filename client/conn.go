@@ -39,6 +39,10 @@ type conn struct {
 	url   string
 	hello wire.Hello
 	log   *slog.Logger
+	// helloAt is when the hello arrived and helloRTT how long after the dial began: they date the gateway's
+	// clock reading in the hello (clock.go).
+	helloAt  time.Time
+	helloRTT time.Duration
 
 	// writeMu orders writes: the gateway requires request ids to arrive in increasing order, so an id is taken
 	// and its frame written under one lock.
@@ -84,6 +88,7 @@ func gatewayURL(s string) (string, error) {
 
 // dialConn opens a connection and waits for the gateway's hello.
 func dialConn(ctx context.Context, url string, httpClient *http.Client, log *slog.Logger) (*conn, error) {
+	start := time.Now()
 	ws, _, err := websocket.Dial(ctx, url, dialOptions(httpClient))
 	if err != nil {
 		return nil, fmt.Errorf("client: dial %s: %w", url, err)
@@ -96,6 +101,7 @@ func dialConn(ctx context.Context, url string, httpClient *http.Client, log *slo
 		ws.CloseNow()
 		return nil, fmt.Errorf("client: %s: waiting for hello: %w", url, err)
 	}
+	helloAt := time.Now()
 	f, err := wire.DecodeServerFrame(data)
 	if err != nil || f.Push == nil || f.Push.Name != wire.PushHello {
 		ws.CloseNow()
@@ -110,7 +116,7 @@ func dialConn(ctx context.Context, url string, httpClient *http.Client, log *slo
 		ws.SetReadLimit(int64(max(h.Limits.MaxFrameBytes, 64<<10)) + 4096)
 	}
 	c := &conn{
-		ws: ws, url: url, hello: h, log: log,
+		ws: ws, url: url, hello: h, log: log, helloAt: helloAt, helloRTT: helloAt.Sub(start),
 		pending:   map[uint64]chan *wire.Response{},
 		pushReady: make(chan struct{}, 1),
 		done:      make(chan struct{}),
