@@ -75,6 +75,9 @@ type Config struct {
 	// Chain configures the node's key publication log, its witness, the
 	// receipt quorum and anchoring (see ChainSettings).
 	Chain ChainSettings
+	// GossipRepair configures the watchdog that repairs connected grid
+	// peers gossipsub has stopped exchanging messages with.
+	GossipRepair GossipRepairSettings
 	// ConnectionGater, when set, may refuse connections to and from peers
 	// (an operator's block list; tests use it to partition a swarm).
 	ConnectionGater connmgr.ConnectionGater
@@ -165,6 +168,7 @@ func (c Config) withDefaults() Config {
 		c.ShutdownTimeout = 5 * time.Second
 	}
 	c.Chain = c.Chain.withDefaults()
+	c.GossipRepair = c.GossipRepair.withDefaults()
 	return c
 }
 
@@ -222,6 +226,9 @@ func (c Config) validate() (parsed, error) {
 	}
 	if c.ShutdownTimeout < 0 {
 		return p, bad("shutdown_timeout", "must not be negative")
+	}
+	if err := c.GossipRepair.validate(); err != nil {
+		return p, bad("gossip_repair", "%v", err)
 	}
 	w, err := c.Chain.validate()
 	if err != nil {

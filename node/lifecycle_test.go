@@ -129,6 +129,7 @@ func TestNewRefusesBadConfiguration(t *testing.T) {
 		{"protocol prefix ending in /", func(c *node.Config) { c.ProtocolPrefix = "/grid/" }, true, "protocol_prefix"},
 		{"protocol prefix /", func(c *node.Config) { c.ProtocolPrefix = "/" }, true, "protocol_prefix"},
 		{"water marks crossed", func(c *node.Config) { c.ConnManager.LowWater, c.ConnManager.HighWater = 10, 5 }, true, "conn_manager"},
+		{"negative gossip repair interval", func(c *node.Config) { c.GossipRepair.Interval = -time.Second }, true, "gossip_repair"},
 		{"gateway port in use", func(c *node.Config) { c.GatewayAddr = fmt.Sprintf("127.0.0.1:%d", busy) }, false, "address already in use"},
 		{"p2p port in use", func(c *node.Config) {
 			c.ListenAddrs = []string{fmt.Sprintf("/ip4/127.0.0.1/tcp/%d", busy), "/ip4/127.0.0.1/udp/0/quic-v1"}

@@ -207,6 +207,9 @@ func New(ctx context.Context, cfg Config) (_ *Node, err error) {
 		return nil, err
 	}
 	n.loops.Go(n.revocationLoop)
+	if err := n.startGossipRepair(); err != nil {
+		return nil, err
+	}
 
 	if err := n.gw.Start(); err != nil {
 		return nil, fmt.Errorf("node: %w", err)
