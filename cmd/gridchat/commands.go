@@ -476,17 +476,7 @@ func newHistoryCmd(e *env) *cobra.Command {
 
 func newGroupCmd(e *env) *cobra.Command {
 	cmd := &cobra.Command{Use: "group", Short: "Create and manage groups (create, add, remove, list)"}
-	withClient := func(f func(cmd *cobra.Command, c *client.Client, args []string) error) func(*cobra.Command, []string) error {
-		return func(cmd *cobra.Command, args []string) error {
-			c, err := e.open(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			return f(cmd, c, args)
-		}
-	}
-	cmd.AddCommand(&cobra.Command{
+	create := &cobra.Command{
 		Use:   "create NAME MEMBER...",
 		Short: "Create a group with you as admin",
 		Args: func(_ *cobra.Command, args []string) error {
@@ -495,7 +485,7 @@ func newGroupCmd(e *env) *cobra.Command {
 			}
 			return nil
 		},
-		RunE: withClient(func(cmd *cobra.Command, c *client.Client, args []string) error {
+		RunE: withClient(e, func(cmd *cobra.Command, c *client.Client, args []string) error {
 			cv, err := c.CreateGroup(cmd.Context(), args[0], args[1:]...)
 			if err != nil {
 				return err
@@ -503,41 +493,12 @@ func newGroupCmd(e *env) *cobra.Command {
 			fmt.Fprintf(cmd.OutOrStdout(), "group %q created: %s\n", args[0], cv.ID)
 			return nil
 		}),
-	}, &cobra.Command{
-		Use:   "add GROUP USER",
-		Short: "Add a member (admins only)",
-		Args:  exactArgs(2, "group add needs GROUP and USER"),
-		RunE: withClient(func(cmd *cobra.Command, c *client.Client, args []string) error {
-			cv, err := conversation(cmd.Context(), c, args[0], true)
-			if err != nil {
-				return err
-			}
-			if err := c.AddMember(cmd.Context(), cv.ID, args[1]); err != nil {
-				return err
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "added %s\n", args[1])
-			return nil
-		}),
-	}, &cobra.Command{
-		Use:   "remove GROUP USER",
-		Short: "Remove a member (admins only); later messages start a new session without them",
-		Args:  exactArgs(2, "group remove needs GROUP and USER"),
-		RunE: withClient(func(cmd *cobra.Command, c *client.Client, args []string) error {
-			cv, err := conversation(cmd.Context(), c, args[0], true)
-			if err != nil {
-				return err
-			}
-			if err := c.RemoveMember(cmd.Context(), cv.ID, args[1]); err != nil {
-				return err
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "removed %s\n", args[1])
-			return nil
-		}),
-	}, &cobra.Command{
+	}
+	list := &cobra.Command{
 		Use:   "list",
 		Short: "List groups",
 		Args:  cobra.NoArgs,
-		RunE: withClient(func(cmd *cobra.Command, c *client.Client, _ []string) error {
+		RunE: withClient(e, func(cmd *cobra.Command, c *client.Client, _ []string) error {
 			nm := names(c)
 			for _, cv := range c.Conversations() {
 				if cv.Kind != client.Group || cv.Group == nil {
@@ -555,8 +516,47 @@ func newGroupCmd(e *env) *cobra.Command {
 			}
 			return nil
 		}),
-	})
+	}
+	cmd.AddCommand(create,
+		groupMemberCmd(e, "add", "Add a member (admins only)", "added", (*client.Client).AddMember),
+		groupMemberCmd(e, "remove", "Remove a member (admins only); later messages start a new session without them",
+			"removed", (*client.Client).RemoveMember),
+		list)
 	return cmd
+}
+
+// withClient makes a command's run function: it opens e's client, runs f with it and closes it.
+func withClient(e *env, f func(cmd *cobra.Command, c *client.Client, args []string) error) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, args []string) error {
+		c, err := e.open(cmd.Context())
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		return f(cmd, c, args)
+	}
+}
+
+// groupMemberCmd makes "group add" and "group remove": both take GROUP and USER, apply change to the group's
+// membership and print done ("added", "removed") and the user.
+func groupMemberCmd(e *env, verb, short, done string,
+	change func(*client.Client, context.Context, e2ee.ConversationID, string) error) *cobra.Command {
+	return &cobra.Command{
+		Use:   verb + " GROUP USER",
+		Short: short,
+		Args:  exactArgs(2, "group "+verb+" needs GROUP and USER"),
+		RunE: withClient(e, func(cmd *cobra.Command, c *client.Client, args []string) error {
+			cv, err := conversation(cmd.Context(), c, args[0], true)
+			if err != nil {
+				return err
+			}
+			if err := change(c, cmd.Context(), cv.ID, args[1]); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s %s\n", done, args[1])
+			return nil
+		}),
+	}
 }
 
 func newVerifyCmd(e *env) *cobra.Command {

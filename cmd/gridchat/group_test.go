@@ -1,0 +1,120 @@
+package main
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+)
+
+// "gridchat group add" and "group remove" as processes against a "gridnode swarm": the admin adds a member and
+// removes them again, each printing what it did, and "group list" follows; either command with one argument
+// is a usage error naming its own verb.
+func TestGridchatGroupAddAndRemoveProcessesAgainstGridnodeSwarm(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs binaries")
+	}
+	gridchat, gridnode := buildBinaries(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+
+	swarm := exec.CommandContext(ctx, gridnode, "swarm", "-n", "2", "--data-dir", t.TempDir())
+	swarm.Cancel = func() error { return swarm.Process.Signal(os.Interrupt) }
+	swarm.WaitDelay = 20 * time.Second
+	out, err := swarm.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	swarm.Stderr = os.Stderr
+	if err := swarm.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cancel(); _ = swarm.Wait() })
+	nodes := watch(out)
+	nodes.waitFor(t, "swarm ready", time.Minute)
+	gw := func(n string) string {
+		line := nodes.waitFor(t, "node="+n+" ", time.Second)
+		for _, f := range strings.Fields(line) {
+			if v, ok := strings.CutPrefix(f, "gateway="); ok {
+				return v
+			}
+		}
+		t.Fatalf("no gateway in %q", line)
+		return ""
+	}
+	gw1, gw2 := gw("1"), gw("2")
+
+	run := func(home string, args ...string) (string, error) {
+		cmd := exec.CommandContext(ctx, gridchat, append([]string{"--home", home}, args...)...)
+		b, err := cmd.CombinedOutput()
+		return string(b), err
+	}
+	must := func(home string, args ...string) string {
+		t.Helper()
+		b, err := run(home, args...)
+		if err != nil {
+			t.Fatalf("gridchat %s: %v\n%s", strings.Join(args, " "), err, b)
+		}
+		return b
+	}
+	alice, bob, carol := t.TempDir(), t.TempDir(), t.TempDir()
+	must(alice, "init", "--node", gw1, "--username", "alice")
+	must(bob, "init", "--node", gw2, "--username", "bob")
+	must(carol, "init", "--node", gw1, "--username", "carol")
+	// Bob and Carol come online (a chat with Alice, open until its input ends), so that their messaging keys
+	// reach Alice.
+	for _, home := range []string{bob, carol} {
+		chat := exec.CommandContext(ctx, gridchat, "--home", home, "chat", "alice")
+		in, err := chat.StdinPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		chatOut, err := chat.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		chat.Stderr = os.Stderr
+		if err := chat.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { in.Close(); _ = chat.Wait() })
+		watch(chatOut).waitFor(t, "chatting with alice", 30*time.Second)
+	}
+	must(alice, "group", "create", "trio", "bob")
+	// members counts the members "group list" shows for trio: the line is ID, quoted name, members.
+	members := func() int {
+		t.Helper()
+		for _, line := range strings.Split(must(alice, "group", "list"), "\n") {
+			if f := strings.Fields(line); len(f) > 2 && f[1] == `"trio"` {
+				return len(f) - 2
+			}
+		}
+		t.Fatal("group list does not show trio")
+		return 0
+	}
+	if n := members(); n != 2 {
+		t.Fatalf("trio has %d members after create, want 2", n)
+	}
+
+	if b := must(alice, "group", "add", "trio", "carol"); strings.TrimSpace(b) != "added carol" {
+		t.Fatalf("group add printed %q, want \"added carol\"", b)
+	}
+	if n := members(); n != 3 {
+		t.Fatalf("trio has %d members after add, want 3", n)
+	}
+	if b := must(alice, "group", "remove", "trio", "carol"); strings.TrimSpace(b) != "removed carol" {
+		t.Fatalf("group remove printed %q, want \"removed carol\"", b)
+	}
+	if n := members(); n != 2 {
+		t.Fatalf("trio has %d members after remove, want 2", n)
+	}
+
+	for _, verb := range []string{"add", "remove"} {
+		b, err := run(alice, "group", verb, "trio")
+		if err == nil || !strings.Contains(b, "group "+verb+" needs GROUP and USER") {
+			t.Fatalf("group %s with one argument: %v\n%s", verb, err, b)
+		}
+	}
+}
