@@ -5,6 +5,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/iagon/gridchat/client/store"
+	"github.com/iagon/gridchat/e2ee"
 	"github.com/iagon/gridchat/wire"
 )
 
@@ -74,5 +76,43 @@ func TestStoredClockOffsetRoundTripsAndIgnoresWhatIsOutOfBounds(t *testing.T) {
 		if got := parseClockOffset([]byte(bad)); got != 0 {
 			t.Errorf("stored %q reads as %v, want 0", bad, got)
 		}
+	}
+}
+
+// A client that starts without a connection signs at the grid's time from the offset it stored, while its
+// engine (message times) keeps the device's own clock.
+func TestStoredClockOffsetIsUsedBeforeConnectingAndMessagesKeepTheDeviceClock(t *testing.T) {
+	base := time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
+	key := make([]byte, store.KeySize)
+	cfg, err := Config{Dir: t.TempDir(), StoreKey: key, NoSync: true, Now: func() time.Time { return base }}.withDefaults()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dev, err := e2ee.NewDeviceKeys(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	chain, err := e2ee.NewAccount(dev, base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const offset = -20 * time.Minute
+	c, err := openState(cfg, func(st *store.Store) error {
+		return st.Update(func(b *store.Batch) error {
+			b.Put(bucketSelf, keyDevice, dev.Encode())
+			b.Put(bucketSelf, keyChain, chain.Encode())
+			b.Put(bucketSelf, keyClockOffset, formatClockOffset(offset))
+			return nil
+		})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if got := c.cfg.Now(); !got.Equal(base.Add(offset)) {
+		t.Fatalf("the client signs at %v, want the stored offset applied (%v)", got, base.Add(offset))
+	}
+	if got := c.eng.cfg.now(); !got.Equal(base) {
+		t.Fatalf("the engine reads %v, want the device's clock %v", got, base)
 	}
 }
