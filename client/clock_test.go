@@ -13,6 +13,7 @@ import (
 
 	"github.com/iagon/gridchat/client"
 	"github.com/iagon/gridchat/e2ee"
+	"github.com/iagon/gridchat/e2ee/link"
 )
 
 // publishedKey waits until the directory, asked through node i's gateway, serves dev's signed messaging key.
@@ -134,5 +135,63 @@ func TestClockBeyondMaxOffsetIsRefusedWithClearError(t *testing.T) {
 		case <-g.ctx.Done():
 			t.Fatal("no connection event with ErrClockOffset")
 		}
+	}
+}
+
+// A new device whose clock is 20 minutes slow links to an account whose device's clock is 20 minutes fast: the
+// joiner dates its keys by the hello of the gateway it joins through, so its messaging key is accepted and it
+// takes part in the account's conversations.
+func TestDeviceWithSlowClockLinksToDeviceWithFastClockAndChats(t *testing.T) {
+	g := newGrid(t, 2)
+	host := g.registerAt("host", 20*time.Minute, 0)
+	peer := g.register("peer", 1)
+	inv, err := host.InviteDevice(link.KindQR)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ticket, err := client.ParseInvitation(inv.QRPayload, inv.ShortCode)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hr, err := host.HostRelay(g.ctx, inv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := g.config(1)
+	cfg.Now = func() time.Time { return time.Now().Add(-20 * time.Minute) }
+	jcfg := cfg
+	jcfg.Gateways = []string{hr.Gateway()}
+	jr, err := client.JoinRelay(g.ctx, jcfg, ticket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := host.HostLink(g.ctx, inv, hr)
+		done <- err
+	}()
+	joined, err := client.Link(g.ctx, cfg, ticket, jr)
+	if err != nil {
+		t.Fatalf("link: %v (host: %v)", err, <-done)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("host link: %v", err)
+	}
+	t.Cleanup(func() { joined.Close() })
+	if err := joined.WaitConnected(g.ctx); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(g.publishedKey(0, joined.Device()).Created).Abs(); d > time.Minute {
+		t.Fatalf("the linked device's messaging key is dated %v from the grid's clock, want under a minute", d)
+	}
+	conv := mustDirect(t, g.ctx, host, "peer")
+	msgs := []string{"from the fast phone", "from the slow laptop", "from the peer"}
+	send(t, g.ctx, host, conv, msgs[0])
+	waitTexts(t, joined, conv, msgs[:1])
+	send(t, g.ctx, joined, conv, msgs[1])
+	waitTexts(t, peer, conv, msgs[:2])
+	send(t, g.ctx, peer, conv, msgs[2])
+	for _, c := range []*client.Client{host, joined, peer} {
+		waitTexts(t, c, conv, msgs)
 	}
 }
