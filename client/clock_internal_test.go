@@ -116,3 +116,23 @@ func TestStoredClockOffsetIsUsedBeforeConnectingAndMessagesKeepTheDeviceClock(t 
 		t.Fatalf("the engine reads %v, want the device's clock %v", got, base)
 	}
 }
+
+// FuzzParseClockOffset: whatever the store holds, the offset read is within MaxClockOffset, and what it reads
+// it writes back the same.
+func FuzzParseClockOffset(f *testing.F) {
+	for _, s := range []string{"0", "1234", "-1200000", "86400000", "-86400000", "86400001", "", "x", "1e3", "+5", "-0", "0x10"} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		off := parseClockOffset(b)
+		if off > MaxClockOffset || off < -MaxClockOffset {
+			t.Fatalf("%q reads as %v, beyond MaxClockOffset", b, off)
+		}
+		if off%time.Millisecond != 0 {
+			t.Fatalf("%q reads as %v, not whole milliseconds", b, off)
+		}
+		if again := parseClockOffset(formatClockOffset(off)); again != off {
+			t.Fatalf("%q reads as %v, which stored reads as %v", b, off, again)
+		}
+	})
+}
