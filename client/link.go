@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/iagon/gridchat/client/store"
 	"github.com/iagon/gridchat/e2ee"
@@ -235,16 +236,18 @@ func Link(ctx context.Context, cfg Config, ticket link.Ticket, relay LinkRelay) 
 	if kind, _, err := recvLink(ctx, relay, ch); err != nil || kind != link.PayloadDone {
 		return nil, fmt.Errorf("%w: no end of link (%v)", ErrLinkRefused, err)
 	}
-	return create(cfg, dev, after)
+	return create(cfg, dev, after, clock.Offset())
 }
 
-// create writes a new device's keys and account chain into an empty state directory and opens the client.
-func create(cfg Config, dev *e2ee.DeviceKeys, chain *e2ee.Chain) (*Client, error) {
+// create writes a new device's keys and account chain, and the clock offset they were made with, into an
+// empty state directory and opens the client.
+func create(cfg Config, dev *e2ee.DeviceKeys, chain *e2ee.Chain, offset time.Duration) (*Client, error) {
 	return openState(cfg, func(st *store.Store) error {
 		return st.Update(func(b *store.Batch) error {
 			b.Put(bucketSelf, keyDevice, dev.Encode())
 			b.Put(bucketSelf, keyChain, chain.Encode())
 			b.Put(bucketChains, chain.AccountID().String(), chain.Encode())
+			b.Put(bucketSelf, keyClockOffset, formatClockOffset(offset))
 			return nil
 		})
 	})

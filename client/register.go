@@ -60,8 +60,9 @@ func Register(ctx context.Context, cfg Config, username string) (*Client, error)
 		return nil, ErrExists
 	}
 	var lastErr error
+	clock := newGridClock(cfg.Now, 0)
 	for _, url := range cfg.Gateways {
-		dev, chain, err := registerAt(ctx, cfg, url, name)
+		dev, chain, err := registerAt(ctx, cfg, url, name, clock)
 		if err != nil {
 			lastErr = err
 			if ctx.Err() != nil {
@@ -69,14 +70,14 @@ func Register(ctx context.Context, cfg Config, username string) (*Client, error)
 			}
 			continue
 		}
-		return create(cfg, dev, chain)
+		return create(cfg, dev, chain, clock.Offset())
 	}
 	return nil, fmt.Errorf("client: register: %w", lastErr)
 }
 
-// registerAt makes the device and its account at the time of the gateway at url (its hello corrects the
-// device's clock, clock.go) and registers them there.
-func registerAt(ctx context.Context, cfg Config, url, name string) (*e2ee.DeviceKeys, *e2ee.Chain, error) {
+// registerAt makes the device and its account at the time of the gateway at url (its hello corrects clock,
+// clock.go) and registers them there.
+func registerAt(ctx context.Context, cfg Config, url, name string, clock *gridClock) (*e2ee.DeviceKeys, *e2ee.Chain, error) {
 	cctx, cancel := context.WithTimeout(ctx, cfg.CallTimeout)
 	defer cancel()
 	cn, err := dialConn(cctx, url, cfg.HTTPClient, cfg.Logger)
@@ -84,7 +85,6 @@ func registerAt(ctx context.Context, cfg Config, url, name string) (*e2ee.Device
 		return nil, nil, err
 	}
 	defer cn.close()
-	clock := newGridClock(cfg.Now, 0)
 	if _, err := clock.observe(cn); err != nil {
 		return nil, nil, err
 	}
