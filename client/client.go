@@ -73,11 +73,11 @@ type Config struct {
 	MinBackoff, MaxBackoff time.Duration
 	// CallTimeout bounds one request to the gateway. Default 30 s.
 	CallTimeout time.Duration
-	// PingInterval is how long the gateway may stay silent before the client sends it a "ping"; when that is
-	// not answered within PingInterval either, the connection is given up and the client connects to the next
-	// gateway, whose auth publishes a fresh presence record. A path that died without closing (the gateway
-	// withdraws the device's presence when it notices) is thus left within 2.5 × PingInterval. Default (and
-	// when not positive) 15 s.
+	// PingInterval is how long the gateway may stay silent before the client sends it a "ping"; when nothing,
+	// not even the answer, has arrived after twice as long, the connection is given up and the client connects
+	// to the next gateway, whose auth publishes a fresh presence record. A path that died without closing (the
+	// gateway withdraws the device's presence when it notices) is thus left within 2.5 × PingInterval. Default
+	// (and when not positive) 15 s.
 	PingInterval time.Duration
 	// StoredQuorum is how many distinct mailbox replicas must sign a receipt before a "stored" status is
 	// believed. Default 2 (the grid's default write quorum of 3 replicas).
@@ -431,6 +431,7 @@ func (c *Client) run() {
 			})
 			// The fetch answers once delivery has started, while pushes flow: it must not hold up serve.
 			c.goAsync(func(context.Context) { c.fetchMailbox(cn) })
+			c.goAsync(func(ctx context.Context) { c.keepAlive(ctx, cn) })
 			err = c.serve(cn)
 			cn.close()
 			c.setConn(nil)
@@ -546,8 +547,6 @@ func (c *Client) authenticate(ctx context.Context, cn *conn) error {
 func (c *Client) serve(cn *conn) error {
 	refresh := time.NewTicker(wire.DefaultPresenceTTL / 2)
 	defer refresh.Stop()
-	keepalive := time.NewTicker(max(c.cfg.PingInterval/2, time.Millisecond))
-	defer keepalive.Stop()
 	for {
 		for _, p := range cn.takePushes() {
 			c.handlePush(cn, p)
@@ -578,30 +577,40 @@ func (c *Client) serve(cn *conn) error {
 			if err != nil {
 				c.log.Warn("presence refresh failed", "err", err)
 			}
-		case <-keepalive.C:
-			if cn.silence() >= c.cfg.PingInterval {
-				c.checkAlive(cn)
-			}
 		case <-c.ctx.Done():
 			return ErrClosed
 		}
 	}
 }
 
-// checkAlive pings a connection that has been silent, and abandons it when no answer comes within
-// PingInterval: a path that died without closing would otherwise keep the client on a gateway that has
-// withdrawn its presence, offline to the grid while it believes itself connected. Pushes that arrive meanwhile
-// wait in the connection's queue.
-func (c *Client) checkAlive(cn *conn) {
-	ctx, cancel := context.WithTimeout(c.ctx, c.cfg.PingInterval)
-	defer cancel()
-	err := cn.call(ctx, wire.OpPing, struct{}{}, nil)
-	var answered *wire.Error
-	if err == nil || errors.As(err, &answered) || c.ctx.Err() != nil {
-		return
+// keepAlive watches a connection until it ends: after PingInterval without a frame from the gateway it sends
+// "ping" (any answer is a frame), and after twice that it abandons the connection, so that run moves to the next
+// gateway. A path that died without closing would otherwise keep the client on a gateway that has withdrawn its
+// presence, offline to the grid while it believes itself connected. It runs beside serve, which may be waiting
+// on a call of its own (an ack) on the dead connection.
+func (c *Client) keepAlive(ctx context.Context, cn *conn) {
+	every := c.cfg.PingInterval
+	t := time.NewTicker(max(every/2, time.Millisecond))
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+		case <-cn.done:
+			return
+		case <-ctx.Done():
+			return
+		}
+		switch s := cn.silence(); {
+		case s >= 2*every:
+			c.log.Info("gateway connection silent; leaving it", "gateway", cn.url, "silent", s)
+			cn.abandon(fmt.Errorf("%w: %s: nothing received for %v, not even an answer to ping", ErrDisconnected, cn.url, s.Round(time.Millisecond)))
+			return
+		case s >= every:
+			pctx, cancel := context.WithTimeout(ctx, every)
+			_ = cn.call(pctx, wire.OpPing, struct{}{}, nil) // its answer resets the silence; its error says nothing more
+			cancel()
+		}
 	}
-	c.log.Info("gateway connection silent; leaving it", "gateway", cn.url, "err", err)
-	cn.abandon(fmt.Errorf("%w: %s: no answer to ping within %v", ErrDisconnected, cn.url, c.cfg.PingInterval))
 }
 
 func (c *Client) handlePush(cn *conn, p *wire.Push) {
