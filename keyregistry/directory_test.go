@@ -52,6 +52,8 @@ func startGrid(t testing.TB, n int, opts []gridtest.Option) *grid {
 	g.opts = append([]gridtest.Option{gridtest.Configure(func(i int, cfg *node.Config) {
 		cfg.Directory.Validator.Now = clk.Now
 		cfg.Directory.Limits.LookupTimeout = 5 * time.Second
+		cfg.GossipRepair = node.GossipRepairSettings{Interval: 250 * time.Millisecond, Grace: 2 * time.Second,
+			ReconnectGrace: 5 * time.Second, MaxBackoff: 10 * time.Second}
 	})}, opts...)
 	g.nodes = gridtest.Swarm(t, n, g.opts...)
 	g.waitTopicMesh()
@@ -111,12 +113,10 @@ func (g *grid) waitTopicMesh() {
 			}
 		}
 	}
-	// gossipsub opens its stream to a peer once per connection and does not retry when that fails (a
-	// negotiation timeout on a loaded machine); a peer still missing after a while gets a fresh connection.
-	const kickAfter = 10 * time.Second
+	// A gossipsub stream that failed to open (a negotiation timeout on a loaded machine) is repaired by the
+	// node's gossip watchdog, which the grid runs with short waits.
 	deadline := time.Now().Add(60 * time.Second)
 	for i, nd := range g.nodes {
-		kick := time.Now().Add(kickAfter)
 		for len(nd.PubSub().ListPeers(keyregistry.Topic)) < want {
 			if time.Now().After(deadline) {
 				var conns []string
@@ -127,20 +127,6 @@ func (g *grid) waitTopicMesh() {
 				}
 				g.t.Fatalf("directory topic mesh not formed: node %d sees %d subscribed peers, want %d; pubsub peers %d; connections: %s",
 					i, len(nd.PubSub().ListPeers(keyregistry.Topic)), want, len(nd.PubSub().ListPeers("")), strings.Join(conns, ", "))
-			}
-			if time.Now().After(kick) && want == len(g.nodes)-1 {
-				have := make(map[peer.ID]bool)
-				for _, p := range nd.PubSub().ListPeers(keyregistry.Topic) {
-					have[p] = true
-				}
-				for j, other := range g.nodes {
-					if other != nd && !have[other.ID()] {
-						g.t.Logf("node %d: node %d is not a topic peer after %v; reconnecting", i, j, kickAfter)
-						_ = nd.Host().Network().ClosePeer(other.ID())
-						connect(nd, other)
-					}
-				}
-				kick = time.Now().Add(kickAfter)
 			}
 			time.Sleep(10 * time.Millisecond) // polling an external condition with a deadline
 		}
