@@ -26,6 +26,7 @@ type stallProxy struct {
 	ln      net.Listener
 	target  string
 	stalled atomic.Bool
+	armed   atomic.Bool // stall when the client next sends something, and drop that
 	mu      sync.Mutex
 	conns   []net.Conn
 	wg      sync.WaitGroup
@@ -59,17 +60,20 @@ func (p *stallProxy) accept() {
 		p.mu.Lock()
 		p.conns = append(p.conns, in, out)
 		p.mu.Unlock()
-		p.wg.Go(func() { p.pipe(out, in) })
-		p.wg.Go(func() { p.pipe(in, out) })
+		p.wg.Go(func() { p.pipe(out, in, true) })
+		p.wg.Go(func() { p.pipe(in, out, false) })
 	}
 }
 
 // pipe copies src to dst while the proxy is not stalled; once stalled, what arrives is dropped and an end of
-// src is not passed on.
-func (p *stallProxy) pipe(dst, src net.Conn) {
+// src is not passed on. up says src is the client.
+func (p *stallProxy) pipe(dst, src net.Conn, up bool) {
 	buf := make([]byte, 32<<10)
 	for {
 		n, err := src.Read(buf)
+		if n > 0 && up && p.armed.Load() {
+			p.stalled.Store(true)
+		}
 		if n > 0 && !p.stalled.Load() {
 			if _, werr := dst.Write(buf[:n]); werr != nil {
 				return
@@ -87,6 +91,9 @@ func (p *stallProxy) pipe(dst, src net.Conn) {
 }
 
 func (p *stallProxy) stall() { p.stalled.Store(true) }
+
+// stallOnNextSend stalls the path when the client next sends something (that frame is lost too).
+func (p *stallProxy) stallOnNextSend() { p.armed.Store(true) }
 
 func (p *stallProxy) close() {
 	p.ln.Close()
@@ -116,6 +123,22 @@ func waitLocations(t *testing.T, from *node.Node, dev e2ee.DeviceID, want ...*no
 			t.Fatalf("%s locates device %s at %v (%v), want %d gateways", from.ID(), dev.String()[:8], locs, err, len(want))
 		}
 		time.Sleep(20 * time.Millisecond) // polling the presence cache with a deadline
+	}
+}
+
+// deliveryOf waits for c's delivery event of message seq in conv.
+func deliveryOf(t *testing.T, c *client.Client, conv e2ee.ConversationID, seq uint64) []client.DeliveryStatus {
+	t.Helper()
+	deadline := time.After(30 * time.Second)
+	for {
+		select {
+		case ev := <-c.Events():
+			if d, ok := ev.(*client.DeliveryEvent); ok && d.Conversation == conv && d.Seq == seq {
+				return d.Statuses
+			}
+		case <-deadline:
+			t.Fatalf("no delivery event for message %d", seq)
+		}
 	}
 }
 
@@ -150,9 +173,11 @@ func TestSilentlyDeadGatewayConnectionIsLeftAndDeviceStaysReachable(t *testing.T
 		name        string
 		idleTimeout time.Duration // node 0's; zero is the default
 		withdrawn   bool          // whether node 0 notices within the test and withdraws its gateway
+		duringAck   bool          // the path dies as Bob acknowledges a message: Bob's ack waits for an answer
 	}{
 		{name: "old gateway withdraws", idleTimeout: time.Second, withdrawn: true},
 		{name: "old gateway still holds the connection"},
+		{name: "path dies under an ack", duringAck: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			nodes := gridtest.Swarm(t, 3, gridtest.InMemory(), gridtest.Configure(func(i int, cfg *node.Config) {
@@ -187,8 +212,27 @@ func TestSilentlyDeadGatewayConnectionIsLeftAndDeviceStaysReachable(t *testing.T
 			waitTexts(t, bob, conv, []string{"before"})
 			waitLocations(t, nodes[2], bob.Device(), nodes[0])
 
-			path.stall()
+			want := []string{"before"}
 			start := time.Now()
+			lost := make(chan error, 1)
+			if tc.duringAck {
+				// Node 0 pushes the message to Bob; his ack is lost with the path, so node 0 stores the message
+				// in the mailbox after its ack timeout (10 s), and Bob's client waits for the ack's answer.
+				path.stallOnNextSend()
+				go func() {
+					_, err := alice.SendText(ctx, conv, "ack lost")
+					lost <- err
+				}()
+				want = append(want, "ack lost")
+				waitTexts(t, bob, conv, want)
+				for !path.stalled.Load() {
+					time.Sleep(time.Millisecond) // polling the proxy; Bob's ack is on its way
+				}
+				start = time.Now()
+			} else {
+				lost <- nil
+				path.stall()
+			}
 			if tc.withdrawn {
 				waitLocations(t, nodes[2], bob.Device(), nodes[1])
 				// Node 0 withdrew itself too: its own cache agrees.
@@ -196,17 +240,28 @@ func TestSilentlyDeadGatewayConnectionIsLeftAndDeviceStaysReachable(t *testing.T
 			} else {
 				waitLocations(t, nodes[2], bob.Device(), nodes[1], nodes[0])
 			}
-			t.Logf("located as expected %v after the path to node 0 died", time.Since(start))
+			took := time.Since(start)
+			t.Logf("located as expected %v after the path to node 0 died", took)
+			// 2.5 × PingInterval to give up the connection, then a reconnect and gossip; waiting for anything
+			// else (an ack's 30 s call timeout) would take longer.
+			if took > 10*time.Second {
+				t.Fatalf("the client took %v to leave the dead path", took)
+			}
+			if err := <-lost; err != nil {
+				t.Fatal(err)
+			}
 
-			drain(alice)
 			copies := counter(t, nodes[2], "gridchat_relay_mailbox_copies_total")
-			send(t, ctx, alice, conv, "after")
-			for _, st := range deliveryStatuses(t, alice) {
+			seq, err := alice.SendText(ctx, conv, "after")
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, st := range deliveryOf(t, alice, conv, seq) {
 				if st.Device == bob.Device() && st.Status != wire.StatusDelivered {
 					t.Fatalf("send to bob after the path to node 0 died: %s %s, want delivered", st.Status, st.Reason)
 				}
 			}
-			waitTexts(t, bob, conv, []string{"before", "after"})
+			waitTexts(t, bob, conv, append(want, "after"))
 			if n := counter(t, nodes[2], "gridchat_relay_mailbox_copies_total"); n != copies {
 				t.Fatalf("the send through node 1 was also copied to the mailbox (%v copies)", n-copies)
 			}
