@@ -181,14 +181,30 @@ func (c *Client) lookupKey(ctx context.Context, id e2ee.DeviceID) ([]byte, error
 	return a.Key, nil
 }
 
+// ownKey is this device's current signed messaging key, encoded.
+func (c *Client) ownKey() []byte {
+	c.eng.mu.Lock()
+	defer c.eng.mu.Unlock()
+	return c.dev.MessagingKey().Encode()
+}
+
 // publishOwnKey publishes this device's current signed messaging key in the directory through cn.
 func (c *Client) publishOwnKey(ctx context.Context, cn *conn) error {
-	c.eng.mu.Lock()
-	raw := c.dev.MessagingKey().Encode()
-	c.eng.mu.Unlock()
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.CallTimeout)
 	defer cancel()
-	if err := cn.call(ctx, opDirPublishKey, publishKeyRequest{Key: raw}, nil); err != nil {
+	if err := cn.call(ctx, opDirPublishKey, publishKeyRequest{Key: c.ownKey()}, nil); err != nil {
+		return fmt.Errorf("client: publish messaging key: %w", err)
+	}
+	return nil
+}
+
+// PublishKey puts this device's current signed messaging key in the key directory through the gateway in use,
+// waiting for a connection until ctx ends, and returns once the directory holds it. The client publishes its key
+// after every authentication anyway, in the background; a program that exits right after Register or Link
+// (a command-line "init") calls PublishKey first, so that others can start conversations with the device while
+// it is offline.
+func (c *Client) PublishKey(ctx context.Context) error {
+	if err := c.call(ctx, opDirPublishKey, publishKeyRequest{Key: c.ownKey()}, nil); err != nil {
 		return fmt.Errorf("client: publish messaging key: %w", err)
 	}
 	return nil

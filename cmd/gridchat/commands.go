@@ -49,6 +49,7 @@ times to have fallbacks. The device's keys never leave this machine.`,
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "account %s created for %s\ndevice %s\n", c.Account(), c.Username(), c.Device())
+			publishKey(cmd.Context(), c, cmd.ErrOrStderr())
 			return nil
 		},
 	}
@@ -169,6 +170,7 @@ func newLinkCmd(e *env) *cobra.Command {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "device %s linked to account %s\n", c.Device(), c.Account())
+			publishKey(cmd.Context(), c, cmd.ErrOrStderr())
 			return waitHistory(cmd.Context(), c, cmd.OutOrStdout())
 		},
 	}
@@ -176,6 +178,17 @@ func newLinkCmd(e *env) *cobra.Command {
 	cmd.Flags().StringVar(&code, "code", "", "the short code shown by the old device")
 	cmd.Flags().StringVar(&payload, "payload", "", "the link payload shown under the old device's QR code")
 	return cmd
+}
+
+// publishKey makes sure a new device's messaging key is in the directory before the command exits, so others
+// can start conversations with it while it is offline. The account exists either way: a failure is a warning.
+func publishKey(ctx context.Context, c *client.Client, errOut io.Writer) {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := c.PublishKey(ctx); err != nil {
+		fmt.Fprintf(errOut, "gridchat: warning: this device's messaging key is not in the directory yet (%v); others can "+
+			"start conversations with it once it has been online (gridchat chat)\n", err)
+	}
 }
 
 // waitHistory waits a while for the old device's history transfer.
