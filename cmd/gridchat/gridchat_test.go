@@ -89,16 +89,10 @@ func (l *lines) waitFor(t *testing.T, s string, d time.Duration) string {
 	}
 }
 
-// Acceptance 8: gridchat, run as real processes, does one full chat between two users against a swarm
-// started by "gridnode swarm".
-func TestGridchatProcessesChatAgainstGridnodeSwarm(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds and runs binaries")
-	}
-	gridchat, gridnode := buildBinaries(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-
+// startSwarm runs "gridnode swarm -n 2" until the test ends (cancel stops it with SIGINT, the cleanup waits for
+// it) and returns its two gateway URLs once the swarm is ready.
+func startSwarm(t *testing.T, ctx context.Context, cancel context.CancelFunc, gridnode string) (string, string) {
+	t.Helper()
 	swarm := exec.CommandContext(ctx, gridnode, "swarm", "-n", "2", "--data-dir", t.TempDir())
 	swarm.Cancel = func() error { return swarm.Process.Signal(os.Interrupt) }
 	swarm.WaitDelay = 20 * time.Second
@@ -123,7 +117,20 @@ func TestGridchatProcessesChatAgainstGridnodeSwarm(t *testing.T) {
 		t.Fatalf("no gateway in %q", line)
 		return ""
 	}
-	gw1, gw2 := gw("1"), gw("2")
+	return gw("1"), gw("2")
+}
+
+// Acceptance 8: gridchat, run as real processes, does one full chat between two users against a swarm
+// started by "gridnode swarm".
+func TestGridchatProcessesChatAgainstGridnodeSwarm(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs binaries")
+	}
+	gridchat, gridnode := buildBinaries(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+
+	gw1, gw2 := startSwarm(t, ctx, cancel, gridnode)
 
 	alice, bob := t.TempDir(), t.TempDir()
 	run := func(home string, args ...string) string {
@@ -225,31 +232,7 @@ func TestGridchatInviteAndLinkProcessesAgainstGridnodeSwarm(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 
-	swarm := exec.CommandContext(ctx, gridnode, "swarm", "-n", "2", "--data-dir", t.TempDir())
-	swarm.Cancel = func() error { return swarm.Process.Signal(os.Interrupt) }
-	swarm.WaitDelay = 20 * time.Second
-	out, err := swarm.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	swarm.Stderr = os.Stderr
-	if err := swarm.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cancel(); _ = swarm.Wait() })
-	nodes := watch(out)
-	nodes.waitFor(t, "swarm ready", time.Minute)
-	gw := func(n string) string {
-		line := nodes.waitFor(t, "node="+n+" ", time.Second)
-		for _, f := range strings.Fields(line) {
-			if v, ok := strings.CutPrefix(f, "gateway="); ok {
-				return v
-			}
-		}
-		t.Fatalf("no gateway in %q", line)
-		return ""
-	}
-	gw1, gw2 := gw("1"), gw("2")
+	gw1, gw2 := startSwarm(t, ctx, cancel, gridnode)
 
 	run := func(home string, args ...string) (string, error) {
 		cmd := exec.CommandContext(ctx, gridchat, append([]string{"--home", home}, args...)...)

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"os"
 	"os/exec"
 	"strings"
 	"testing"
@@ -20,31 +19,7 @@ func TestGridchatGroupAddAndRemoveProcessesAgainstGridnodeSwarm(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 
-	swarm := exec.CommandContext(ctx, gridnode, "swarm", "-n", "2", "--data-dir", t.TempDir())
-	swarm.Cancel = func() error { return swarm.Process.Signal(os.Interrupt) }
-	swarm.WaitDelay = 20 * time.Second
-	out, err := swarm.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	swarm.Stderr = os.Stderr
-	if err := swarm.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cancel(); _ = swarm.Wait() })
-	nodes := watch(out)
-	nodes.waitFor(t, "swarm ready", time.Minute)
-	gw := func(n string) string {
-		line := nodes.waitFor(t, "node="+n+" ", time.Second)
-		for _, f := range strings.Fields(line) {
-			if v, ok := strings.CutPrefix(f, "gateway="); ok {
-				return v
-			}
-		}
-		t.Fatalf("no gateway in %q", line)
-		return ""
-	}
-	gw1, gw2 := gw("1"), gw("2")
+	gw1, gw2 := startSwarm(t, ctx, cancel, gridnode)
 
 	run := func(home string, args ...string) (string, error) {
 		cmd := exec.CommandContext(ctx, gridchat, append([]string{"--home", home}, args...)...)
