@@ -78,13 +78,14 @@ const (
 	MaxClock = 1<<53 - 1
 	// MaxClockLead bounds how far ahead of its own clock a device follows a received counter: it records at
 	// most its clock + MaxClockLead as seen, so one member with a bad clock (or a malicious one) cannot push
-	// the counters of the others arbitrarily far. Devices that reach the grid are within e2ee.ClockSkew of
-	// their gateway, so honest counters are never this far ahead. A message with a counter beyond the lead still
+	// the counters of the others arbitrarily far. Counters follow the sender device's own clock (what it signs
+	// is corrected to the grid's, clock.go, but its counters are not), so an honest device whose clock is more
+	// than MaxClockLead fast sends counters beyond the lead. A message with a counter beyond the lead still
 	// lists by its own counter, on every device alike; only the replies to it may list before it.
 	MaxClockLead = time.Hour
 )
 
-// payload is the plaintext of one message (docs/PROTOCOL.md §9.2): a CBOR map with small integer keys.
+// payload is the plaintext of one message (docs/PROTOCOL.md §9.3): a CBOR map with small integer keys.
 type payload struct {
 	V          uint8           `cbor:"1,keyasint"`
 	Type       PayloadType     `cbor:"2,keyasint"`

@@ -128,5 +128,5 @@ const (
 	CloseRateLimited      = 4003 // MaxRateViolations refused frames in a row
 	CloseSlowConsumer     = 4004 // the send queue overflowed
 	CloseIdleTimeout      = 4005 // nothing received for IdleTimeout
-	ClosePolicy           = 4006 // too many connections, binary frames
+	ClosePolicy           = 4006 // reserved, not sent by this version (binary frames get malformed, too many connections busy or HTTP 503)
 )

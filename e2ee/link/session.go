@@ -61,7 +61,8 @@ const (
 	// PayloadDeviceOffer (new → old) carries the new device's public keys
 	// and its self-signature, as encoded by package e2ee.
 	PayloadDeviceOffer PayloadKind = 1
-	// PayloadAddDevice (old → new) carries the signed add-device statement.
+	// PayloadAddDevice (old → new) carries the account's chain with the
+	// signed add-device statement appended (the Go SDK sends the whole chain).
 	PayloadAddDevice PayloadKind = 2
 	// PayloadHistory (old → new) carries one piece of history in the
 	// backup archive format.
