@@ -669,3 +669,36 @@ func TestPingBodyMustBeEmpty(t *testing.T) {
 		t.Fatalf("connection not kept after a bad ping: %v", err)
 	}
 }
+
+// MaxConnsPerDevice: the connection over the cap is refused busy and closed (4002) while the others are
+// served; a slot freed by a disconnect is taken again.
+func TestConnectionsOfOneDeviceOverTheCapAreRefusedBusy(t *testing.T) {
+	th := newTestHub(t, WSLimits{MaxConnsPerDevice: 2})
+	a := th.dir.add(t)
+	first, second := th.login(t, a), th.login(t, a)
+	third := th.dial(t, gatewaytest.Options{})
+	_, err := third.Auth(ctxT(t), a)
+	wantCode(t, err, wire.CodeBusy)
+	if code := third.CloseStatus(ctxT(t)); code != CloseAuthFailed {
+		t.Fatalf("connection over the cap: close status %d, want %d", code, CloseAuthFailed)
+	}
+	for _, c := range []*gatewaytest.Client{first, second} {
+		if _, err := c.Call(ctxT(t), wire.OpPing, nil); err != nil {
+			t.Fatalf("connection within the cap: %v", err)
+		}
+	}
+	first.Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		c := th.dial(t, gatewaytest.Options{})
+		_, err := c.Auth(ctxT(t), a)
+		if err == nil {
+			break
+		}
+		wantCode(t, err, wire.CodeBusy)
+		if time.Now().After(deadline) {
+			t.Fatal("the slot of a closed connection was never freed")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
