@@ -702,3 +702,57 @@ func TestConnectionsOfOneDeviceOverTheCapAreRefusedBusy(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// ClockSkew: an auth proof dated further from the gateway's clock than ClockSkew, either way, is refused and
+// the connection closed; one within it is accepted.
+func TestAuthProofOutsideClockSkewIsRefused(t *testing.T) {
+	th := newTestHub(t, WSLimits{ClockSkew: time.Minute})
+	a := th.dir.add(t)
+	for _, tc := range []struct {
+		off time.Duration
+		ok  bool
+	}{{-2 * time.Minute, false}, {2 * time.Minute, false}, {-30 * time.Second, true}, {30 * time.Second, true}} {
+		c := th.dial(t, gatewaytest.Options{})
+		now := time.Now().Add(tc.off)
+		body, err := c.AuthBody(a, now, uint64(now.UnixNano()), 10*time.Minute)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = c.Call(ctxT(t), wire.OpAuth, body)
+		if tc.ok {
+			if err != nil {
+				t.Fatalf("proof %v off: %v", tc.off, err)
+			}
+			continue
+		}
+		wantCode(t, err, wire.CodeAuthFailed)
+		if code := c.CloseStatus(ctxT(t)); code != CloseAuthFailed {
+			t.Fatalf("proof %v off: close status %d, want %d", tc.off, code, CloseAuthFailed)
+		}
+	}
+}
+
+// PresenceTTL: presence records that would live longer than PresenceTTL after signing are refused at auth.
+func TestPresenceLivingLongerThanPresenceTTLIsRefused(t *testing.T) {
+	th := newTestHub(t, WSLimits{PresenceTTL: 10 * time.Minute})
+	a := th.dir.add(t)
+	for _, tc := range []struct {
+		ttl time.Duration
+		ok  bool
+	}{{11 * time.Minute, false}, {9 * time.Minute, true}} {
+		c := th.dial(t, gatewaytest.Options{})
+		now := time.Now()
+		body, err := c.AuthBody(a, now, uint64(now.UnixNano()), tc.ttl)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = c.Call(ctxT(t), wire.OpAuth, body)
+		if tc.ok {
+			if err != nil {
+				t.Fatalf("presence for %v: %v", tc.ttl, err)
+			}
+			continue
+		}
+		wantCode(t, err, wire.CodeAuthFailed)
+	}
+}
