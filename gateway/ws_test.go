@@ -756,3 +756,35 @@ func TestPresenceLivingLongerThanPresenceTTLIsRefused(t *testing.T) {
 		wantCode(t, err, wire.CodeAuthFailed)
 	}
 }
+
+// DedupeWindow: a message ID is dropped as a duplicate while it is among the device's last DedupeWindow
+// envelopes, and pushed again once it has left the window.
+func TestDedupeWindowIsBounded(t *testing.T) {
+	th := newTestHub(t, WSLimits{DedupeWindow: 2})
+	a, b := th.dir.add(t), th.dir.add(t)
+	ca, cb := th.login(t, a), th.login(t, b)
+	deliver := func(i int, pushed bool) {
+		t.Helper()
+		ch, err := ca.StartSend(ctxT(t), mid(i), []byte(fmt.Sprintf("m%d", i)), b.ID())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if pushed {
+			if e := receiveAndAck(t, cb); string(e.MessageID) != string(mid(i)) {
+				t.Fatalf("pushed %q, want %q", e.MessageID, mid(i))
+			}
+		}
+		if r, err := gatewaytest.WaitSend(ctxT(t), ch); err != nil || r.Results[0].Status != wire.StatusDelivered {
+			t.Fatalf("send %d: %+v %v", i, r, err)
+		}
+	}
+	deliver(1, true)
+	deliver(2, true)
+	deliver(2, false) // within the window: the first push's outcome, nothing pushed
+	deliver(3, true)  // the window now holds 2 and 3
+	deliver(1, true)  // 1 left the window: pushed again
+	expectOnlyMarker(t, ca, cb, b.ID())
+	if got := metricValue(th.metrics.dropped.WithLabelValues("duplicate")); got != 1 {
+		t.Fatalf("duplicates dropped: %v, want 1", got)
+	}
+}
