@@ -1,0 +1,308 @@
+package relay
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/network"
+
+	"github.com/iagon/gridchat/wire"
+)
+
+// TestSendOverMaxCiphertextOrMaxRecipientsRefusedTooLarge: a send whose ciphertext exceeds MaxCiphertext, or
+// whose recipient list exceeds MaxRecipients, is refused too_large by Dispatch before anything is delivered; a
+// send at both limits goes through.
+func TestSendOverMaxCiphertextOrMaxRecipientsRefusedTooLarge(t *testing.T) {
+	h1, h2 := newHost(t), newHost(t)
+	sender := device(t)
+	lim := Limits{MaxCiphertext: 100, MaxRecipients: 3}
+	recipients := make([]wire.DeviceID, lim.MaxRecipients+1)
+	loc := mapLocator{}
+	online := map[wire.DeviceID]bool{}
+	for i := range recipients {
+		recipients[i] = device(t)
+		loc[recipients[i]] = Location{Gateway: h2.ID(), Addrs: h2.Addrs()}
+		online[recipients[i]] = true
+	}
+	local2 := &recordingLocal{devices: online}
+	s1, err := New(Config{Host: h1, Local: &recordingLocal{}, Locator: loc, Limits: lim})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s1.Close()
+	s2, err := New(Config{Host: h2, Local: local2, Locator: loc, Limits: lim})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+
+	send := func(id, size, n int) (*Pending, error) {
+		req := &wire.SendRequest{MessageID: msgID(id), Ciphertext: make([]byte, size)}
+		for _, d := range recipients[:n] {
+			req.Recipients = append(req.Recipients, d[:])
+		}
+		return s1.Dispatch(context.Background(), sender, req)
+	}
+	for name, c := range map[string]struct{ size, n int }{
+		"ciphertext": {lim.MaxCiphertext + 1, 1},
+		"recipients": {1, lim.MaxRecipients + 1},
+	} {
+		p, err := send(1, c.size, c.n)
+		if p != nil || !errors.Is(err, wire.ErrTooLarge) {
+			t.Fatalf("%s over the limit: dispatched %t, err %v, want too_large", name, p != nil, err)
+		}
+	}
+	if got := local2.envelopes(); len(got) != 0 {
+		t.Fatalf("a refused send delivered %d envelopes", len(got))
+	}
+
+	p, err := send(2, lim.MaxCiphertext, lim.MaxRecipients)
+	if err != nil {
+		t.Fatalf("send at the limits: %v", err)
+	}
+	for i, r := range p.Wait(context.Background()).Results {
+		if r.Status != wire.StatusDelivered {
+			t.Fatalf("recipient %d: %+v", i, r)
+		}
+	}
+	if got := local2.envelopes(); len(got) != lim.MaxRecipients {
+		t.Fatalf("delivered %d envelopes, want %d", len(got), lim.MaxRecipients)
+	}
+}
+
+// TestInboundDeliverOverMaxCiphertextCutsStream: an envelope arriving from a peer over the receiving node's own
+// MaxCiphertext is not pushed; the deliver stream is cut (counted as a peer protocol drop) and the sender sees
+// the envelope fail as unreachable.
+func TestInboundDeliverOverMaxCiphertextCutsStream(t *testing.T) {
+	h1, h2 := newHost(t), newHost(t)
+	sender, recipient := device(t), device(t)
+	loc := mapLocator{recipient: {Gateway: h2.ID(), Addrs: h2.Addrs()}}
+	local2 := &recordingLocal{devices: map[wire.DeviceID]bool{recipient: true}}
+	s1, err := New(Config{Host: h1, Local: &recordingLocal{}, Locator: loc}) // default 64 KiB
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s1.Close()
+	s2, err := New(Config{Host: h2, Local: local2, Locator: loc, Limits: Limits{MaxCiphertext: 100}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+
+	p, err := s1.Dispatch(context.Background(), sender, &wire.SendRequest{MessageID: msgID(1),
+		Ciphertext: make([]byte, 101), Recipients: [][]byte{recipient[:]}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := p.Wait(context.Background()).Results[0]; r.Status != wire.StatusFailed || r.Reason != wire.FailUnreachable {
+		t.Fatalf("result %+v, want failed unreachable", r)
+	}
+	if got := local2.envelopes(); len(got) != 0 {
+		t.Fatalf("an envelope over MaxCiphertext was pushed: %d", len(got))
+	}
+}
+
+// TestLinkIdleClosesQuietLinkAndNextSendReopens: an outbound deliver stream with nothing in flight is closed
+// once it has been quiet for LinkIdle (not before), and a later send opens a new stream and is delivered.
+func TestLinkIdleClosesQuietLinkAndNextSendReopens(t *testing.T) {
+	h1, h2 := newHost(t), newHost(t)
+	sender, recipient := device(t), device(t)
+	loc := mapLocator{recipient: {Gateway: h2.ID(), Addrs: h2.Addrs()}}
+	local2 := &recordingLocal{devices: map[wire.DeviceID]bool{recipient: true}}
+	lim := Limits{LinkIdle: 300 * time.Millisecond}
+	s1, err := New(Config{Host: h1, Local: &recordingLocal{}, Locator: loc, Limits: lim})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s1.Close()
+	s2, err := New(Config{Host: h2, Local: local2, Locator: loc, Limits: lim})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+
+	send := func(i int) {
+		t.Helper()
+		p, err := s1.Dispatch(context.Background(), sender, &wire.SendRequest{MessageID: msgID(i),
+			Ciphertext: []byte("x"), Recipients: [][]byte{recipient[:]}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r := p.Wait(context.Background()).Results[0]; r.Status != wire.StatusDelivered {
+			t.Fatalf("send %d: %+v", i, r)
+		}
+	}
+	current := func() *link {
+		s1.mu.Lock()
+		sl := s1.slots[h2.ID()]
+		s1.mu.Unlock()
+		sl.mu.Lock()
+		defer sl.mu.Unlock()
+		return sl.l
+	}
+	deliverStreams := func() int {
+		n := 0
+		for _, c := range h1.Network().ConnsToPeer(h2.ID()) {
+			for _, st := range c.GetStreams() {
+				if st.Protocol() == s1.Protocol() {
+					n++
+				}
+			}
+		}
+		return n
+	}
+
+	send(1)
+	first := current()
+	sent := time.Now()
+	if n := deliverStreams(); n != 1 {
+		t.Fatalf("%d deliver streams open after a send, want 1", n)
+	}
+	select {
+	case <-first.done:
+	case <-time.After(10 * lim.LinkIdle):
+		t.Fatalf("link still open %v after its last result (LinkIdle %v)", 10*lim.LinkIdle, lim.LinkIdle)
+	}
+	if quiet := time.Since(sent); quiet < lim.LinkIdle {
+		t.Fatalf("link closed after %v, before LinkIdle %v", quiet, lim.LinkIdle)
+	}
+	if err := first.cause(); err == nil || !errors.Is(err, errLinkClosed) {
+		t.Fatalf("idle link cause %v", err)
+	}
+	waitFor(t, func() bool { return deliverStreams() == 0 }, "the idle deliver stream to be gone")
+
+	send(2)
+	if second := current(); second == first {
+		t.Fatal("a send after the idle close reused the dead link")
+	}
+	if n := deliverStreams(); n != 1 {
+		t.Fatalf("%d deliver streams open after the second send, want 1", n)
+	}
+	if got := local2.envelopes(); len(got) != 2 {
+		t.Fatalf("delivered %d envelopes, want 2", len(got))
+	}
+}
+
+// hangingLocator is a Locator whose lookups hang until their context ends (or release, a backstop so that a
+// missing timeout fails the test instead of hanging it); it records how long each lookup's deadline was.
+type hangingLocator struct {
+	release  <-chan struct{}
+	deadline chan time.Duration
+}
+
+func (h hangingLocator) Locations(ctx context.Context, _ wire.DeviceID) ([]Location, error) {
+	dl, ok := ctx.Deadline()
+	if ok {
+		h.deadline <- time.Until(dl)
+	} else {
+		h.deadline <- -1
+	}
+	select {
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-h.release:
+		return nil, errors.New("hanging locator: released")
+	}
+}
+
+// TestLookupTimeoutCutsHangingPresenceLookup: a presence lookup that hangs is cut after LookupTimeout, and the
+// recipient is treated as offline: its envelope is stored in the mailbox (docs/PROTOCOL.md §8).
+func TestLookupTimeoutCutsHangingPresenceLookup(t *testing.T) {
+	sender, recipient := device(t), device(t)
+	release := make(chan struct{})
+	loc := hangingLocator{release: release, deadline: make(chan time.Duration, 1)}
+	mb := &memMailbox{}
+	lim := Limits{LookupTimeout: 200 * time.Millisecond}
+	s, err := New(Config{Host: newHost(t), Local: &recordingLocal{}, Locator: loc, Mailbox: mb, Limits: lim})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	backstop := time.AfterFunc(10*time.Second, func() { close(release) })
+	defer backstop.Stop()
+
+	start := time.Now()
+	p, err := s.Dispatch(context.Background(), sender, &wire.SendRequest{MessageID: msgID(1),
+		Ciphertext: []byte("ct"), Recipients: [][]byte{recipient[:]}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := p.Wait(context.Background()).Results[0]
+	took := time.Since(start)
+	if d := <-loc.deadline; d < 0 || d > lim.LookupTimeout {
+		t.Fatalf("lookup deadline %v, want at most LookupTimeout %v", d, lim.LookupTimeout)
+	}
+	if took < lim.LookupTimeout || took > 5*time.Second {
+		t.Fatalf("send with a hanging lookup took %v, want about LookupTimeout %v", took, lim.LookupTimeout)
+	}
+	if r.Status != wire.StatusStored || len(mb.envelopes()) != 1 || mb.envelopes()[0].Recipient != recipient {
+		t.Fatalf("result %+v, mailbox %d: want stored", r, len(mb.envelopes()))
+	}
+}
+
+// TestWriteTimeoutCutsLinkToPeerThatStopsReading: when the peer at the other end of a deliver stream stops
+// reading, a write blocked on the full stream is cut after WriteTimeout and the envelopes in flight fail as
+// unreachable, long before the read deadline (AckTimeout+LinkIdle) would notice.
+func TestWriteTimeoutCutsLinkToPeerThatStopsReading(t *testing.T) {
+	h1, h2 := newHost(t), newHost(t)
+	sender, recipient := device(t), device(t)
+	loc := mapLocator{recipient: {Gateway: h2.ID(), Addrs: h2.Addrs()}}
+	lim := Limits{WriteTimeout: 300 * time.Millisecond, AckTimeout: time.Minute, LinkIdle: time.Minute}
+	s1, err := New(Config{Host: h1, Local: &recordingLocal{}, Locator: loc, Limits: lim})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s1.Close()
+	// h2 speaks the deliver protocol but never reads: the stream's flow-control window fills.
+	var mu sync.Mutex
+	var stuck []network.Stream
+	h2.SetStreamHandler(s1.Protocol(), func(st network.Stream) {
+		mu.Lock()
+		defer mu.Unlock()
+		stuck = append(stuck, st)
+	})
+	defer func() {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, st := range stuck {
+			_ = st.Reset()
+		}
+	}()
+
+	// Enough 64 KiB envelopes to overrun the muxer's receive window many times over.
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	start := time.Now()
+	var pend []*Pending
+	for i := range 128 {
+		p, err := s1.Dispatch(ctx, sender, &wire.SendRequest{MessageID: msgID(i),
+			Ciphertext: make([]byte, DefaultLimits().MaxCiphertext), Recipients: [][]byte{recipient[:]}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		pend = append(pend, p)
+	}
+	for i, p := range pend {
+		if r := p.Wait(ctx).Results[0]; r.Status != wire.StatusFailed || r.Reason != wire.FailUnreachable {
+			t.Fatalf("envelope %d: %+v, want failed unreachable", i, r)
+		}
+	}
+	if took := time.Since(start); took > 10*time.Second {
+		t.Fatalf("a stuck deliver stream was cut after %v (WriteTimeout %v)", took, lim.WriteTimeout)
+	}
+}
+
+// waitFor polls cond until it holds or 5 s pass.
+func waitFor(t *testing.T, cond func() bool, what string) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
