@@ -1,0 +1,234 @@
+package mailbox_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/protocol"
+
+	"github.com/iagon/gridchat/internal/gridtest"
+	"github.com/iagon/gridchat/node"
+	"github.com/iagon/gridchat/relay/mailbox"
+)
+
+// mailboxProtocol returns the mailbox stream protocol nd serves.
+func mailboxProtocol(t *testing.T, nd *node.Node) protocol.ID {
+	t.Helper()
+	for _, p := range nd.Host().Mux().Protocols() {
+		if strings.HasSuffix(string(p), "/mailbox/1.0.0") {
+			return p
+		}
+	}
+	t.Fatal("node serves no mailbox protocol")
+	return ""
+}
+
+// waitUntil polls cond until it holds or d passes.
+func waitUntil(t *testing.T, d time.Duration, cond func() bool, what string) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", d, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestSignedRequestsOutsideMaxClockSkewAreStale: a fetch signed within MaxClockSkew of the replicas' clocks is
+// served; one dated further in the past or the future is refused stale.
+func TestSignedRequestsOutsideMaxClockSkewAreStale(t *testing.T) {
+	const skew = time.Minute
+	nodes := gridtest.Swarm(t, 3, noLoops(func(cfg *node.Config) { cfg.Mailbox.Limits.MaxClockSkew = skew }))
+	ctx := context.Background()
+	b := newDevice(t)
+	mb := nodes[0].Mailbox()
+	for _, off := range []time.Duration{-2 * skew, 2 * skew} {
+		req, err := mailbox.NewFetchRequest(b, false, time.Now().Add(off))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := mb.Open(ctx, req); !errors.Is(err, mailbox.ErrStale) {
+			t.Fatalf("fetch dated %v off: %v, want stale", off, err)
+		}
+	}
+	for _, off := range []time.Duration{-skew / 2, skew / 2} {
+		req, _ := mailbox.NewFetchRequest(b, false, time.Now().Add(off))
+		ss, err := mb.Open(ctx, req)
+		if err != nil {
+			t.Fatalf("fetch dated %v off: %v", off, err)
+		}
+		ss.Close()
+	}
+}
+
+// TestReplayCacheSizeFullOfLiveNoncesRefusesBusy: a replica whose replay cache holds ReplayCacheSize unexpired
+// nonces refuses further signed requests as busy rather than forgetting a nonce early.
+func TestReplayCacheSizeFullOfLiveNoncesRefusesBusy(t *testing.T) {
+	const size = 3
+	nodes := gridtest.Swarm(t, 3, noLoops(func(cfg *node.Config) { cfg.Mailbox.Limits.ReplayCacheSize = size }))
+	ctx := context.Background()
+	mb := nodes[0].Mailbox()
+	for i := range size {
+		req, _ := mailbox.NewFetchRequest(newDevice(t), false, time.Now())
+		ss, err := mb.Open(ctx, req)
+		if err != nil {
+			t.Fatalf("fetch %d within the cache: %v", i, err)
+		}
+		ss.Close()
+	}
+	req, _ := mailbox.NewFetchRequest(newDevice(t), false, time.Now())
+	if _, err := mb.Open(ctx, req); !errors.Is(err, mailbox.ErrBusy) {
+		t.Fatalf("fetch with every replay cache full: %v, want busy", err)
+	}
+}
+
+// TestMaxSessionsRefusesFetchStreamsOverTheCap: a replica serving MaxSessions fetch streams refuses another as
+// busy; once a stream ends, a new one is served.
+func TestMaxSessionsRefusesFetchStreamsOverTheCap(t *testing.T) {
+	nodes := gridtest.Swarm(t, 3, noLoops(func(cfg *node.Config) { cfg.Mailbox.Limits.MaxSessions = 1 }))
+	ctx := context.Background()
+	busy := func() float64 { return counter(t, nodes, "gridchat_mailbox_refused_total", "busy") }
+	open := func(nd *node.Node) *mailbox.Session {
+		t.Helper()
+		req, _ := mailbox.NewFetchRequest(newDevice(t), true, time.Now())
+		ss, err := nd.Mailbox().Open(ctx, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ss
+	}
+	// A following fetch through node 0 holds one stream on each of the other two replicas (node 0 serves its
+	// own copy without a stream).
+	first := open(nodes[0])
+	if n := busy(); n != 0 {
+		t.Fatalf("%v busy refusals with one fetch open", n)
+	}
+	// The same through node 1: node 2 is at its cap and refuses; node 0 has room.
+	second := open(nodes[1])
+	if n := busy(); n != 1 {
+		t.Fatalf("%v busy refusals with a second fetch open, want 1 (node 2 at MaxSessions)", n)
+	}
+	second.Close()
+	first.Close()
+	// Closing frees the slots (the replica notices the stream end asynchronously).
+	waitUntil(t, 5*time.Second, func() bool {
+		before := busy()
+		ss := open(nodes[1])
+		defer ss.Close()
+		return busy() == before
+	}, "fetch slots to be freed")
+}
+
+// TestSubscriberQueueCutsFollowingFetchThatFallsBehind: a following fetch whose reader stops taking envelopes
+// has its subscription cut (counted) once SubscriberQueue new envelopes wait for it, instead of blocking puts.
+func TestSubscriberQueueCutsFollowingFetchThatFallsBehind(t *testing.T) {
+	nodes := gridtest.Swarm(t, 3, noLoops(func(cfg *node.Config) { cfg.Mailbox.Limits.SubscriberQueue = 2 }))
+	ctx := context.Background()
+	a, b := newDevice(t), newDevice(t)
+	req, _ := mailbox.NewFetchRequest(b, true, time.Now())
+	ss, err := nodes[0].Mailbox().Open(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ss.Close()
+	// Nobody calls ss.Next: the session's own buffers fill, then the subscription's queue.
+	putAll(t, nodes[0], did(a), did(b), 0, 200)
+	if n := counter(t, nodes, "gridchat_mailbox_subscribers_dropped_total", ""); n < 1 {
+		t.Fatalf("no subscription cut after 200 unread envelopes with SubscriberQueue 2")
+	}
+}
+
+// TestHandshakeTimeoutCutsSilentIncomingStream: an incoming mailbox stream that sends no first frame is reset
+// after HandshakeTimeout.
+func TestHandshakeTimeoutCutsSilentIncomingStream(t *testing.T) {
+	const hs = 300 * time.Millisecond
+	nodes := gridtest.Swarm(t, 2, noLoops(func(cfg *node.Config) { cfg.Mailbox.Limits.HandshakeTimeout = hs }))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st, err := nodes[0].Host().NewStream(ctx, nodes[1].Host().ID(), mailboxProtocol(t, nodes[1]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Reset()
+	_ = st.SetReadDeadline(time.Now().Add(5 * time.Second))
+	start := time.Now()
+	_, err = st.Read(make([]byte, 1))
+	took := time.Since(start)
+	if err == nil || errors.Is(err, context.DeadlineExceeded) || took >= 5*time.Second {
+		t.Fatalf("silent stream still open after %v (err %v), HandshakeTimeout %v", took, err, hs)
+	}
+	if took < hs/2 {
+		t.Fatalf("silent stream cut after %v, before HandshakeTimeout %v", took, hs)
+	}
+}
+
+// TestRequestTimeoutBoundsPutToStuckReplica: a replica that accepts a put stream and never answers is given up
+// after RequestTimeout; the put is stored by the write quorum of the others.
+func TestRequestTimeoutBoundsPutToStuckReplica(t *testing.T) {
+	const rt = 500 * time.Millisecond
+	nodes := gridtest.Swarm(t, 3, noLoops(func(cfg *node.Config) { cfg.Mailbox.Limits.RequestTimeout = rt }))
+	// Node 2 now swallows mailbox streams without reading or answering.
+	var mu sync.Mutex
+	var stuck []network.Stream
+	nodes[2].Host().SetStreamHandler(mailboxProtocol(t, nodes[2]), func(st network.Stream) {
+		mu.Lock()
+		defer mu.Unlock()
+		stuck = append(stuck, st)
+	})
+	defer func() {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, st := range stuck {
+			_ = st.Reset()
+		}
+	}()
+	a, b := newDevice(t), newDevice(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Second)
+	defer cancel()
+	start := time.Now()
+	stored, err := nodes[0].Mailbox().PutEnvelope(ctx, envelope(t, did(a), did(b), 1))
+	took := time.Since(start)
+	if err != nil {
+		t.Fatalf("put with one stuck replica: %v (after %v)", err, took)
+	}
+	if len(stored.Receipts) != 2 {
+		t.Fatalf("%d receipts, want 2", len(stored.Receipts))
+	}
+	if took < rt || took > 4*time.Second {
+		t.Fatalf("put with one stuck replica took %v, want about RequestTimeout %v", took, rt)
+	}
+	mu.Lock()
+	n := len(stuck)
+	mu.Unlock()
+	if n == 0 {
+		t.Fatal("the stuck replica was never asked")
+	}
+}
+
+// TestExpiryIntervalSweepsExpiredEnvelopes: with the loops running, the TTL sweep runs every ExpiryInterval and
+// removes envelopes older than the TTL from every replica without anyone fetching.
+func TestExpiryIntervalSweepsExpiredEnvelopes(t *testing.T) {
+	nodes := gridtest.Swarm(t, 3, gridtest.Configure(func(_ int, cfg *node.Config) {
+		cfg.Mailbox.Limits.TTL = time.Second
+		cfg.Mailbox.Limits.ExpiryInterval = 200 * time.Millisecond
+	}))
+	a, b := newDevice(t), newDevice(t)
+	putAll(t, nodes[0], did(a), did(b), 0, 3)
+	waitUntil(t, 5*time.Second, func() bool {
+		for _, c := range copies(t, nodes, did(b)) {
+			if c != 0 {
+				return false
+			}
+		}
+		return true
+	}, "the sweep to expire every copy")
+	if n := counter(t, nodes, "gridchat_mailbox_expired_total", ""); n < 3 {
+		t.Fatalf("%v expiries counted, want at least 3", n)
+	}
+}
