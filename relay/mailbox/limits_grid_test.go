@@ -173,21 +173,7 @@ func TestHandshakeTimeoutCutsSilentIncomingStream(t *testing.T) {
 func TestRequestTimeoutBoundsPutToStuckReplica(t *testing.T) {
 	const rt = 500 * time.Millisecond
 	nodes := gridtest.Swarm(t, 3, noLoops(func(cfg *node.Config) { cfg.Mailbox.Limits.RequestTimeout = rt }))
-	// Node 2 now swallows mailbox streams without reading or answering.
-	var mu sync.Mutex
-	var stuck []network.Stream
-	nodes[2].Host().SetStreamHandler(mailboxProtocol(t, nodes[2]), func(st network.Stream) {
-		mu.Lock()
-		defer mu.Unlock()
-		stuck = append(stuck, st)
-	})
-	defer func() {
-		mu.Lock()
-		defer mu.Unlock()
-		for _, st := range stuck {
-			_ = st.Reset()
-		}
-	}()
+	asked := stall(t, nodes[2])
 	a, b := newDevice(t), newDevice(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Second)
 	defer cancel()
@@ -203,11 +189,76 @@ func TestRequestTimeoutBoundsPutToStuckReplica(t *testing.T) {
 	if took < rt || took > 4*time.Second {
 		t.Fatalf("put with one stuck replica took %v, want about RequestTimeout %v", took, rt)
 	}
-	mu.Lock()
-	n := len(stuck)
-	mu.Unlock()
-	if n == 0 {
+	if asked() == 0 {
 		t.Fatal("the stuck replica was never asked")
+	}
+}
+
+// stall makes nd swallow every mailbox stream without reading or answering (its streams are reset when the
+// test ends) and returns how many it has swallowed.
+func stall(t *testing.T, nd *node.Node) func() int {
+	var mu sync.Mutex
+	var stuck []network.Stream
+	nd.Host().SetStreamHandler(mailboxProtocol(t, nd), func(st network.Stream) {
+		mu.Lock()
+		defer mu.Unlock()
+		stuck = append(stuck, st)
+	})
+	t.Cleanup(func() {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, st := range stuck {
+			_ = st.Reset()
+		}
+	})
+	return func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(stuck)
+	}
+}
+
+// TestReplicasBoundsTheCopiesOfAMailbox: with Replicas 2 in a swarm of 4, an envelope is written to exactly 2
+// nodes and the put carries 2 receipts.
+func TestReplicasBoundsTheCopiesOfAMailbox(t *testing.T) {
+	nodes := gridtest.Swarm(t, 4, noLoops(func(cfg *node.Config) {
+		cfg.Mailbox.Limits.Replicas = 2
+		cfg.Mailbox.Limits.WriteQuorum = 2
+	}))
+	ctx := context.Background()
+	a, b := newDevice(t), newDevice(t)
+	stored, err := nodes[0].Mailbox().PutEnvelope(ctx, envelope(t, did(a), did(b), 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(stored.Receipts) != 2 {
+		t.Fatalf("%d receipts, want Replicas 2", len(stored.Receipts))
+	}
+	held := 0
+	for _, c := range copies(t, nodes, did(b)) {
+		held += c
+	}
+	if held != 2 {
+		t.Fatalf("%d copies in the swarm, want Replicas 2", held)
+	}
+	if reps, err := nodes[0].Mailbox().Replicas(ctx, did(b)); err != nil || len(reps) != 2 {
+		t.Fatalf("replicas %v %v, want 2", reps, err)
+	}
+}
+
+// TestWriteQuorumRefusesPutStoredByTooFewReplicas: with WriteQuorum 3 of 3 replicas and one replica stuck, a put
+// that only two replicas stored is refused no_quorum.
+func TestWriteQuorumRefusesPutStoredByTooFewReplicas(t *testing.T) {
+	nodes := gridtest.Swarm(t, 3, noLoops(func(cfg *node.Config) {
+		cfg.Mailbox.Limits.WriteQuorum = 3
+		cfg.Mailbox.Limits.RequestTimeout = 300 * time.Millisecond
+	}))
+	stall(t, nodes[2])
+	a, b := newDevice(t), newDevice(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Second)
+	defer cancel()
+	if _, err := nodes[0].Mailbox().PutEnvelope(ctx, envelope(t, did(a), did(b), 1)); !errors.Is(err, mailbox.ErrNoQuorum) {
+		t.Fatalf("put stored by 2 of a quorum of 3: %v, want no quorum", err)
 	}
 }
 
