@@ -3,11 +3,15 @@ package relay
 import (
 	"context"
 	"errors"
+	"fmt"
+	"io"
+	"net"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/network"
+	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/iagon/gridchat/wire"
 )
@@ -305,4 +309,131 @@ func waitFor(t *testing.T, cond func() bool, what string) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// TestDialTimeoutBoundsOpeningDeliverStream: a gateway whose address accepts TCP connections but never completes
+// the libp2p handshake is given up after DialTimeout, and the envelope fails as unreachable.
+func TestDialTimeoutBoundsOpeningDeliverStream(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var held []net.Conn
+	var mu sync.Mutex
+	accepted := make(chan struct{})
+	go func() {
+		defer close(accepted)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			held = append(held, c)
+			mu.Unlock()
+		}
+	}()
+	defer func() {
+		ln.Close()
+		<-accepted
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range held {
+			c.Close()
+		}
+	}()
+	hole, err := ma.NewMultiaddr(fmt.Sprintf("/ip4/127.0.0.1/tcp/%d", ln.Addr().(*net.TCPAddr).Port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sender, recipient := device(t), device(t)
+	loc := mapLocator{recipient: {Gateway: newHost(t).ID(), Addrs: []ma.Multiaddr{hole}}}
+	lim := Limits{DialTimeout: 300 * time.Millisecond}
+	s, err := New(Config{Host: newHost(t), Local: &recordingLocal{}, Locator: loc, Limits: lim})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	start := time.Now()
+	p, err := s.Dispatch(ctx, sender, &wire.SendRequest{MessageID: msgID(1), Ciphertext: []byte("x"),
+		Recipients: [][]byte{recipient[:]}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := p.Wait(ctx).Results[0]
+	took := time.Since(start)
+	if r.Status != wire.StatusFailed || r.Reason != wire.FailUnreachable {
+		t.Fatalf("result %+v after %v, want failed unreachable", r, took)
+	}
+	if took < lim.DialTimeout || took > 3*time.Second {
+		t.Fatalf("dial to a silent address gave up after %v, want about DialTimeout %v", took, lim.DialTimeout)
+	}
+}
+
+// TestDeliverStreamSilentForAckTimeoutPlusLinkIdleIsCut: a deliver stream whose other end goes silent is cut
+// after AckTimeout+LinkIdle, both ways: the sender fails its envelopes in flight as unreachable when the peer
+// reads them but never answers, and the receiver resets an inbound stream that sends nothing.
+func TestDeliverStreamSilentForAckTimeoutPlusLinkIdleIsCut(t *testing.T) {
+	lim := Limits{AckTimeout: 200 * time.Millisecond, LinkIdle: 300 * time.Millisecond}
+	silence := lim.AckTimeout + lim.LinkIdle
+
+	t.Run("outbound", func(t *testing.T) {
+		h1, h2 := newHost(t), newHost(t)
+		sender, recipient := device(t), device(t)
+		loc := mapLocator{recipient: {Gateway: h2.ID(), Addrs: h2.Addrs()}}
+		s1, err := New(Config{Host: h1, Local: &recordingLocal{}, Locator: loc, Limits: lim})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s1.Close()
+		// h2 reads every request and never answers, until the sender resets the stream.
+		h2.SetStreamHandler(s1.Protocol(), func(st network.Stream) {
+			_, _ = io.Copy(io.Discard, st)
+			_ = st.Reset()
+		})
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		start := time.Now()
+		p, err := s1.Dispatch(ctx, sender, &wire.SendRequest{MessageID: msgID(1), Ciphertext: []byte("x"),
+			Recipients: [][]byte{recipient[:]}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := p.Wait(ctx).Results[0]
+		took := time.Since(start)
+		if r.Status != wire.StatusFailed || r.Reason != wire.FailUnreachable {
+			t.Fatalf("result %+v after %v, want failed unreachable", r, took)
+		}
+		if took < silence || took > 5*time.Second {
+			t.Fatalf("a peer that never answers was cut after %v, want about AckTimeout+LinkIdle %v", took, silence)
+		}
+	})
+
+	t.Run("inbound", func(t *testing.T) {
+		h1, h2 := newHost(t), newHost(t)
+		s2, err := New(Config{Host: h2, Local: &recordingLocal{}, Locator: mapLocator{}, Limits: lim})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s2.Close()
+		h1.Peerstore().AddAddrs(h2.ID(), h2.Addrs(), time.Minute)
+		st, err := h1.NewStream(context.Background(), h2.ID(), s2.Protocol())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer st.Reset()
+		_ = st.SetReadDeadline(time.Now().Add(5 * time.Second))
+		start := time.Now()
+		_, err = st.Read(make([]byte, 1))
+		took := time.Since(start)
+		if err == nil || took >= 5*time.Second {
+			t.Fatalf("silent inbound stream still open after %v (err %v), want cut after %v", took, err, silence)
+		}
+		if took < silence/2 {
+			t.Fatalf("silent inbound stream cut after %v, before %v", took, silence)
+		}
+	})
 }
