@@ -51,10 +51,11 @@ type Config struct {
 	HTTPClient *http.Client
 	// Logger receives the client's logs (never plaintext or keys). Default: discard.
 	Logger *slog.Logger
-	// Now is the device's clock. Default: time.Now. Message times and local bookkeeping use it as it is;
-	// everything the client signs or checks against the grid's time (auth proofs, registration, account
-	// statements, messaging keys, presence records, signed requests) uses it corrected by the gateway's clock
-	// from its hello, within MaxClockOffset (docs/PROTOCOL.md §7 Handshake).
+	// Now is the device's clock. Default: time.Now. Everything the client signs or checks against the grid's
+	// time (auth proofs, registration, account statements, messaging keys, presence records, signed requests),
+	// message times and causal counters, and the messaging engine's bookkeeping use it corrected by the
+	// gateway's clock from its hello, within MaxClockOffset (docs/PROTOCOL.md §7 Handshake); only the account
+	// cache ages its entries by it as it is.
 	Now func() time.Time
 	// Renewal says when sessions renew. Default: e2ee.DefaultRenewalPolicy (100 messages or 7 days, and always
 	// on a membership change).
@@ -254,8 +255,10 @@ func load(cfg Config, st *store.Store) (*Client, error) {
 	}
 	c := &Client{cfg: cfg, st: st, cd: cd, dev: dev, chain: chain, ev: newEventQueue(), out: make(chan Event, 64),
 		log: cfg.Logger, clock: newGridClock(cfg.Now, offset), connected: make(chan struct{})}
-	// The client's own methods sign at the grid's time; the engine and the account cache below keep the
-	// device's clock (cfg.Now): message times are the sender's, and their order is causal (order.go).
+	// The client's own methods sign at the grid's time, and the engine keeps it too: message times and causal
+	// counters (order.go) follow the grid's clock, so a device whose clock is hours fast sends counters within
+	// the others' MaxClockLead, and the engine's stored times (sent, seen, pending) are all on that one clock.
+	// The account cache keeps the device's clock (cfg.Now): it only ages its entries.
 	c.cfg.Now = c.clock.now
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.accts = newAccounts(c, st, cfg.Now, cfg.DirectoryTTL)
@@ -265,7 +268,7 @@ func load(cfg Config, st *store.Store) (*Client, error) {
 		}
 	}
 	c.eng = &engine{
-		cfg: engineConfig{now: cfg.Now, policy: cfg.Renewal, sentKeep: cfg.SentKeep, sentMax: cfg.SentMax,
+		cfg: engineConfig{now: c.clock.now, policy: cfg.Renewal, sentKeep: cfg.SentKeep, sentMax: cfg.SentMax,
 			seenKeep: cfg.SeenKeep, resendEvery: cfg.ResendInterval, log: cfg.Logger},
 		st: st, cd: cd, dev: dev, self: self.Account, accts: c.accts, tr: c, keys: c, ev: c.ev, async: c.goAsync,
 		asked: map[string]time.Time{}, served: map[e2ee.DeviceID][]time.Time{},

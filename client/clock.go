@@ -23,8 +23,8 @@ const keyClockOffset = "clock-offset"
 
 // gridClock is the device's clock corrected to the grid's: base (Config.Now) plus the offset estimated from
 // the last gateway hello. Every time the client signs or checks against the grid's time (auth proofs,
-// registration, statements, messaging keys, presence records, signed requests) is read from it; message times
-// and local bookkeeping use base as it is.
+// registration, statements, messaging keys, presence records, signed requests) is read from it, and so are
+// message times, causal counters and the engine's bookkeeping; only the account cache ages its entries by base.
 type gridClock struct {
 	base   func() time.Time
 	offset atomic.Int64 // nanoseconds added to base

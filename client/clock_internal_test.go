@@ -79,9 +79,9 @@ func TestStoredClockOffsetRoundTripsAndIgnoresWhatIsOutOfBounds(t *testing.T) {
 	}
 }
 
-// A client that starts without a connection signs at the grid's time from the offset it stored, while its
-// engine (message times) keeps the device's own clock.
-func TestStoredClockOffsetIsUsedBeforeConnectingAndMessagesKeepTheDeviceClock(t *testing.T) {
+// A client that starts without a connection signs, and its engine dates and counts messages, at the grid's
+// time from the offset it stored; only the account cache ages its entries by the device's own clock.
+func TestStoredClockOffsetIsUsedBeforeConnectingForSigningAndMessages(t *testing.T) {
 	base := time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
 	key := make([]byte, store.KeySize)
 	cfg, err := Config{Dir: t.TempDir(), StoreKey: key, NoSync: true, Now: func() time.Time { return base }}.withDefaults()
@@ -112,8 +112,11 @@ func TestStoredClockOffsetIsUsedBeforeConnectingAndMessagesKeepTheDeviceClock(t 
 	if got := c.cfg.Now(); !got.Equal(base.Add(offset)) {
 		t.Fatalf("the client signs at %v, want the stored offset applied (%v)", got, base.Add(offset))
 	}
-	if got := c.eng.cfg.now(); !got.Equal(base) {
-		t.Fatalf("the engine reads %v, want the device's clock %v", got, base)
+	if got := c.eng.cfg.now(); !got.Equal(base.Add(offset)) {
+		t.Fatalf("the engine reads %v, want the stored offset applied (%v)", got, base.Add(offset))
+	}
+	if got := c.accts.now(); !got.Equal(base) {
+		t.Fatalf("the account cache reads %v, want the device's clock %v", got, base)
 	}
 }
 

@@ -131,7 +131,7 @@ func (c *Client) reportTombstones(ts []mailboxTombstone) {
 		if _, seen := c.st.Get(bucketSeen, idKey); seen {
 			continue
 		}
-		_ = c.eng.markSeen(idKey) // on the device's clock, which the engine prunes the seen set by
+		_ = c.eng.markSeen(idKey) // on the engine's clock, which it prunes the seen set by
 		r := GapExpired
 		if t.Reason == "count" {
 			r = GapEvicted

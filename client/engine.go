@@ -66,7 +66,7 @@ type keySource interface {
 
 // engineConfig is what an engine needs besides the store and keys.
 type engineConfig struct {
-	now         func() time.Time
+	now         func() time.Time // the grid's time as this device estimates it (gridClock.now)
 	policy      e2ee.RenewalPolicy
 	sentKeep    time.Duration // how long sent messages are kept for resends
 	sentMax     int           // how many sent messages are kept per conversation at most

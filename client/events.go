@@ -57,8 +57,8 @@ type Message struct {
 	SenderDevice e2ee.DeviceID
 	// Seq is the sender device's number for this message in this conversation (1, 2, ...).
 	Seq      uint64
-	Sent     time.Time // the sender's clock
-	Received time.Time // this device's clock (equal to Sent for outgoing messages)
+	Sent     time.Time // the sender's clock, corrected to the grid's
+	Received time.Time // this device's clock, corrected to the grid's (equal to Sent for outgoing messages)
 	Type     PayloadType
 	Text     string
 	// Attachment is set for PayloadAttachment.

@@ -20,7 +20,8 @@ func orderOf(clock uint64, sentMS int64) uint64 {
 }
 
 // tick returns the counter of this device's next numbered payload in the conversation and records it as sent:
-// its clock in Unix milliseconds, or 1 + the largest counter it has sent or seen there if that is larger.
+// now (the engine's clock, corrected to the grid's) in Unix milliseconds, or 1 + the largest counter it has
+// sent or seen there if that is larger.
 func (r *convRecord) tick(now time.Time) uint64 {
 	c := max(r.Clock+1, orderOf(0, now.UnixMilli()))
 	r.Clock = c

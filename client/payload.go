@@ -68,20 +68,21 @@ const (
 )
 
 // Causal order (docs/PROTOCOL.md §9.3). Every numbered payload carries a counter, a hybrid logical clock: the
-// sender sets it to its clock in Unix milliseconds, or to 1 + the largest counter it has seen or sent in the
-// conversation if that is larger. A conversation lists its messages by (counter, sent time, sender device,
-// number), so every device that holds the same messages lists them alike, and a message lists after every
-// message its sender had received. A payload without a counter (from an older client) counts as its sent time.
+// sender sets it to its clock (corrected to the grid's, clock.go) in Unix milliseconds, or to 1 + the largest
+// counter it has seen or sent in the conversation if that is larger. A conversation lists its messages by
+// (counter, sent time, sender device, number), so every device that holds the same messages lists them alike,
+// and a message lists after every message its sender had received. A payload without a counter (from an older
+// client) counts as its sent time.
 const (
 	// MaxClock is the largest counter a payload may carry (2^53 − 1, exact in a JavaScript number); a payload
 	// with a larger one is refused as a bad payload.
 	MaxClock = 1<<53 - 1
 	// MaxClockLead bounds how far ahead of its own clock a device follows a received counter: it records at
 	// most its clock + MaxClockLead as seen, so one member with a bad clock (or a malicious one) cannot push
-	// the counters of the others arbitrarily far. Counters follow the sender device's own clock (what it signs
-	// is corrected to the grid's, clock.go, but its counters are not), so an honest device whose clock is more
-	// than MaxClockLead fast sends counters beyond the lead. A message with a counter beyond the lead still
-	// lists by its own counter, on every device alike; only the replies to it may list before it.
+	// the counters of the others arbitrarily far. Both clocks are corrected to the grid's (clock.go), so an
+	// honest device's counters stay within the lead whatever its own clock says (up to MaxClockOffset). A
+	// message with a counter beyond the lead (from a client that does not correct its clock, or a malicious
+	// one) still lists by its own counter, on every device alike; only the replies to it may list before it.
 	MaxClockLead = time.Hour
 )
 
