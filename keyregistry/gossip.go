@@ -10,26 +10,24 @@ import (
 	"github.com/iagon/gridchat/e2ee"
 )
 
-// joinTopic registers the announcement validator and subscribes.
-func (s *Service) joinTopic() error {
-	ps := s.cfg.PubSub
-	topic := TopicFor(s.cfg.ProtocolPrefix)
-	if err := ps.RegisterTopicValidator(topic, s.validateAnnouncement); err != nil {
-		return err
+// joinTopic registers validate for topic, joins it and subscribes; on an
+// error it leaves nothing registered or joined.
+func joinTopic(ps *pubsub.PubSub, topic string, validate any) (*pubsub.Topic, *pubsub.Subscription, error) {
+	if err := ps.RegisterTopicValidator(topic, validate); err != nil {
+		return nil, nil, err
 	}
 	t, err := ps.Join(topic)
 	if err != nil {
 		_ = ps.UnregisterTopicValidator(topic)
-		return err
+		return nil, nil, err
 	}
 	sub, err := t.Subscribe()
 	if err != nil {
 		_ = t.Close()
 		_ = ps.UnregisterTopicValidator(topic)
-		return err
+		return nil, nil, err
 	}
-	s.topic, s.sub = t, sub
-	return nil
+	return t, sub, nil
 }
 
 // validateAnnouncement checks an announcement before gossipsub forwards or

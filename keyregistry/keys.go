@@ -69,19 +69,8 @@ func (s *Service) startKeys() error {
 	s.keys.cache = newLRU[e2ee.DeviceID, *keyHeld](s.lim.CacheSize, s.lim.CacheTTL, s.cfg.Validator.Now)
 	s.keys.val = keyValidator{s.ver}
 	if ps := s.cfg.PubSub; ps != nil {
-		topic := KeyTopicFor(s.cfg.ProtocolPrefix)
-		if err := ps.RegisterTopicValidator(topic, s.validateKeyAnnouncement); err != nil {
-			return err
-		}
-		t, err := ps.Join(topic)
+		t, sub, err := joinTopic(ps, KeyTopicFor(s.cfg.ProtocolPrefix), s.validateKeyAnnouncement)
 		if err != nil {
-			_ = ps.UnregisterTopicValidator(topic)
-			return err
-		}
-		sub, err := t.Subscribe()
-		if err != nil {
-			_ = t.Close()
-			_ = ps.UnregisterTopicValidator(topic)
 			return err
 		}
 		s.keys.topic, s.keys.sub = t, sub

@@ -271,10 +271,12 @@ func New(cfg Config) (*Service, error) {
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	if cfg.PubSub != nil {
-		if err := s.joinTopic(); err != nil {
+		t, sub, err := joinTopic(cfg.PubSub, TopicFor(cfg.ProtocolPrefix), s.validateAnnouncement)
+		if err != nil {
 			s.cancel()
 			return nil, fmt.Errorf("keyregistry: new: %w", err)
 		}
+		s.topic, s.sub = t, sub
 		s.wg.Go(s.gossipLoop)
 	}
 	if err := s.startKeys(); err != nil {
