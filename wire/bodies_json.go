@@ -32,15 +32,7 @@ func (r *SendRequest) decodeJSON(data []byte) error {
 		case 1:
 			r.Ciphertext, err = jsonBytes(val)
 		case 2:
-			r.Recipients = nil
-			err = elements(val, func(e []byte) error {
-				d, err := jsonBytes(e)
-				r.Recipients = append(r.Recipients, d)
-				return err
-			})
-			if err == nil && r.Recipients == nil && string(val) != "null" {
-				r.Recipients = [][]byte{}
-			}
+			r.Recipients, err = jsonBytesList(val)
 		}
 		return err
 	})
@@ -197,15 +189,7 @@ func (r *RecipientResult) decodeJSON(data []byte) error {
 		case 3:
 			r.Reason, err = jsonString(val)
 		case 4:
-			r.Receipts = nil
-			err = elements(val, func(e []byte) error {
-				b, err := jsonBytes(e)
-				r.Receipts = append(r.Receipts, b)
-				return err
-			})
-			if err == nil && r.Receipts == nil && string(val) != "null" {
-				r.Receipts = [][]byte{}
-			}
+			r.Receipts, err = jsonBytesList(val)
 		}
 		return err
 	})

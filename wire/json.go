@@ -365,6 +365,21 @@ func jsonBytes(val []byte) ([]byte, error) {
 	return out[:n], nil
 }
 
+// jsonBytesList decodes a validated JSON value as encoding/json decodes a [][]byte: null is nil, [] is empty
+// and not nil, each element as jsonBytes.
+func jsonBytesList(val []byte) ([][]byte, error) {
+	var list [][]byte
+	err := elements(val, func(e []byte) error {
+		b, err := jsonBytes(e)
+		list = append(list, b)
+		return err
+	})
+	if err == nil && list == nil && string(val) != "null" {
+		list = [][]byte{}
+	}
+	return list, err
+}
+
 // jsonString decodes a validated JSON value as a string; null leaves it empty.
 func jsonString(val []byte) (string, error) {
 	switch {
