@@ -665,6 +665,13 @@ func TestReplicaKilledAfterStoredLosesNothingAndIsRepaired(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond) // polling with a deadline for the child to join the routing tables
 	}
+	// Replica sets are drawn from the peers node 1 is connected to: make sure that is every one of them (a
+	// loaded machine may not have dialled them all yet), so that the sets below vary as they do in a grid.
+	for _, p := range nodes[0].DHT().RoutingTable().ListPeers() {
+		if err := nodes[0].Host().Connect(ctx, nodes[0].Host().Peerstore().PeerInfo(p)); err != nil {
+			t.Fatalf("connect node 1 to %s: %v", p, err)
+		}
+	}
 	a, b := newDevice(t), newDevice(t)
 	// About one device in four has the child among its replicas and node 1 not; give up long before a
 	// livelock could hide a broken replica set.
