@@ -196,7 +196,10 @@ func (d *DHT) Bootstrap(ctx context.Context) error {
 func (d *DHT) RoutingTableSize() int { return d.RoutingTable().Size() }
 
 // WaitForPeers blocks until the routing table holds at least n peers, or ctx
-// ends (then it returns ctx's error wrapped, with the size reached).
+// ends (then it returns ctx's error wrapped, with the size reached). While it
+// waits it refreshes the table every waitRefresh: a node that met the others
+// while they were busy may not have taken them into its table, and kad-dht's
+// own periodic refresh would come only minutes later.
 func (d *DHT) WaitForPeers(ctx context.Context, n int) error {
 	// The routing table has no change notification we may use (kad-dht owns
 	// its single PeerAdded hook), so poll it at a short, fixed interval.
@@ -206,17 +209,25 @@ func (d *DHT) WaitForPeers(ctx context.Context, n int) error {
 	}
 	t := time.NewTicker(every)
 	defer t.Stop()
+	refresh := time.NewTicker(waitRefresh)
+	defer refresh.Stop()
 	for {
 		select {
 		case <-t.C:
 			if d.RoutingTableSize() >= n {
 				return nil
 			}
+		case <-refresh.C:
+			d.ForceRefresh() // its answer is buffered and not needed: the table is polled
 		case <-ctx.Done():
 			return fmt.Errorf("dht: wait for %d peers (have %d): %w", n, d.RoutingTableSize(), ctx.Err())
 		}
 	}
 }
+
+// waitRefresh is how long WaitForPeers lets the table grow by itself before
+// it refreshes it.
+const waitRefresh = 5 * time.Second
 
 // Close stops the DHT and waits for its goroutines. It does not close the
 // host or the datastore. It is safe to call more than once.

@@ -184,10 +184,6 @@ func Swarm(t testing.TB, n int, opts ...Option) []*node.Node {
 	return nodes
 }
 
-// refreshEvery is how long WaitFormed lets a node's routing table grow by
-// itself before it forces a refresh.
-const refreshEvery = 5 * time.Second
-
 // WaitFormed waits until every node's routing table holds at least k peers,
 // for at most timeout. Its error lists every node's table size.
 func WaitFormed(ctx context.Context, nodes []*node.Node, k int, timeout time.Duration) error {
@@ -198,20 +194,7 @@ func WaitFormed(ctx context.Context, nodes []*node.Node, k int, timeout time.Dur
 	defer cancel()
 	var wg sync.WaitGroup
 	for _, nd := range nodes {
-		wg.Go(func() {
-			// A node that met the others while they were busy (a loaded test machine) may not take them
-			// into its table until kad-dht's own periodic refresh, minutes later: a node still short after
-			// each refreshEvery refreshes its table at once, as that refresh would.
-			for {
-				rctx, rcancel := context.WithTimeout(ctx, refreshEvery)
-				err := nd.DHT().WaitForPeers(rctx, k)
-				rcancel()
-				if err == nil || ctx.Err() != nil {
-					return
-				}
-				nd.DHT().ForceRefresh()
-			}
-		})
+		wg.Go(func() { _ = nd.DHT().WaitForPeers(ctx, k) })
 	}
 	wg.Wait()
 	var short []string
