@@ -1,11 +1,13 @@
 package relay
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -436,4 +438,80 @@ func TestDeliverStreamSilentForAckTimeoutPlusLinkIdleIsCut(t *testing.T) {
 			t.Fatalf("silent inbound stream cut after %v, before %v", took, silence)
 		}
 	})
+}
+
+// refusingLocal is a Local with nobody connected that answers every push at once with a failure carrying the
+// longest reason the deliver protocol carries, so that each result frame is as large as one can be.
+type refusingLocal struct{}
+
+func (refusingLocal) Connected(wire.DeviceID) bool { return false }
+
+func (refusingLocal) Push(wire.Envelope) <-chan Outcome {
+	ch := make(chan Outcome, 1)
+	ch <- refusingLocal{}.outcome()
+	return ch
+}
+
+func (refusingLocal) PushNotify(_ wire.Envelope, done func(Outcome)) { done(refusingLocal{}.outcome()) }
+
+func (refusingLocal) outcome() Outcome {
+	return failed(wire.CodeInternal, strings.Repeat("x", maxReasonLen))
+}
+
+// TestWriteTimeoutCutsInboundStreamWhoseSenderStopsReading: on the receiving side of a deliver stream, when
+// the sending node keeps sending requests but stops reading their results, the write of results blocked on the
+// full stream is cut after WriteTimeout and the stream is reset, long before the read deadline
+// (AckTimeout+LinkIdle) or the window would notice.
+func TestWriteTimeoutCutsInboundStreamWhoseSenderStopsReading(t *testing.T) {
+	h1, h2 := newHost(t), newHost(t)
+	// A window far above the requests sent, so that only WriteTimeout can end the stream.
+	const requests = 16 << 10
+	lim := Limits{WriteTimeout: 200 * time.Millisecond, AckTimeout: time.Minute, LinkIdle: time.Minute,
+		Window: 2 * requests}
+	s2, err := New(Config{Host: h2, Local: refusingLocal{}, Locator: mapLocator{}, Limits: lim})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	deliverStreams := func() int {
+		n := 0
+		for _, c := range h2.Network().ConnsToPeer(h1.ID()) {
+			for _, st := range c.GetStreams() {
+				if st.Protocol() == s2.Protocol() {
+					n++
+				}
+			}
+		}
+		return n
+	}
+
+	// h1 plays a sending node that writes requests and never reads a result: 16 Ki results of 81 bytes are
+	// five times the muxer's 256 KiB receive window, so h2's writer blocks on the full stream.
+	h1.Peerstore().AddAddrs(h2.ID(), h2.Addrs(), time.Minute)
+	st, err := h1.NewStream(context.Background(), h2.ID(), s2.Protocol())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Reset()
+	sender, recipient := device(t), device(t)
+	start := time.Now()
+	w := bufio.NewWriter(st)
+	for i := range requests {
+		env := wire.Envelope{Sender: sender, Recipient: recipient, Ciphertext: []byte("x")}
+		copy(env.MessageID[:], msgID(i))
+		if err := writeDeliver(w, deliverReq{id: uint64(i + 1), env: env}); err != nil {
+			break // h2 already cut the stream
+		}
+	}
+	_ = w.Flush()
+
+	// The stream's end is asynchronous to the writes above; poll for it with a deadline.
+	waitFor(t, func() bool { return deliverStreams() == 0 }, "the receiving side to reset the stuck deliver stream")
+	if took := time.Since(start); took < lim.WriteTimeout {
+		t.Fatalf("stream cut after %v, before WriteTimeout %v", took, lim.WriteTimeout)
+	}
+	_ = st.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := st.Read(make([]byte, 1)); !errors.Is(err, network.ErrReset) {
+		t.Fatalf("sending side's read after the cut: %v, want the stream reset", err)
+	}
 }
