@@ -3,6 +3,7 @@ package mailbox_test
 import (
 	"context"
 	"errors"
+	"io"
 	"strings"
 	"sync"
 	"testing"
@@ -14,6 +15,7 @@ import (
 	"github.com/iagon/gridchat/internal/gridtest"
 	"github.com/iagon/gridchat/node"
 	"github.com/iagon/gridchat/relay/mailbox"
+	"github.com/iagon/gridchat/wire"
 )
 
 // mailboxProtocol returns the mailbox stream protocol nd serves.
@@ -281,5 +283,97 @@ func TestExpiryIntervalSweepsExpiredEnvelopes(t *testing.T) {
 	}, "the sweep to expire every copy")
 	if n := counter(t, nodes, "gridchat_mailbox_expired_total", ""); n < 3 {
 		t.Fatalf("%v expiries counted, want at least 3", n)
+	}
+}
+
+// TestRequestTimeoutBoundsDeleteToStuckReplica: a replica that accepts a delete stream and never answers is
+// given up after RequestTimeout; the delete succeeds on the other replicas.
+func TestRequestTimeoutBoundsDeleteToStuckReplica(t *testing.T) {
+	const rt = 300 * time.Millisecond
+	nodes := gridtest.Swarm(t, 3, noLoops(func(cfg *node.Config) { cfg.Mailbox.Limits.RequestTimeout = rt }))
+	a, b := newDevice(t), newDevice(t)
+	envs := putAll(t, nodes[0], did(a), did(b), 0, 1)
+	asked := stall(t, nodes[2])
+	req, err := mailbox.NewDeleteRequest(b, []wire.MessageID{envs[0].MessageID}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Second)
+	defer cancel()
+	start := time.Now()
+	n, err := nodes[0].Mailbox().Delete(ctx, req)
+	took := time.Since(start)
+	if err != nil || n != 2 {
+		t.Fatalf("delete with one stuck replica: %d deleted, %v (after %v), want 2", n, err, took)
+	}
+	if took < rt || took > 4*time.Second {
+		t.Fatalf("delete with one stuck replica took %v, want about RequestTimeout %v", took, rt)
+	}
+	if asked() == 0 {
+		t.Fatal("the stuck replica was never asked")
+	}
+}
+
+// TestRequestTimeoutBoundsFetchFromStuckReplica: a replica that accepts a fetch stream and never answers is
+// given up after RequestTimeout; the fetch opens on the other replicas and delivers the mailbox.
+func TestRequestTimeoutBoundsFetchFromStuckReplica(t *testing.T) {
+	const rt = 300 * time.Millisecond
+	nodes := gridtest.Swarm(t, 3, noLoops(func(cfg *node.Config) { cfg.Mailbox.Limits.RequestTimeout = rt }))
+	a, b := newDevice(t), newDevice(t)
+	envs := putAll(t, nodes[0], did(a), did(b), 0, 1)
+	asked := stall(t, nodes[2])
+	req, err := mailbox.NewFetchRequest(b, false, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Second)
+	defer cancel()
+	start := time.Now()
+	ss, err := nodes[0].Mailbox().Open(ctx, req)
+	took := time.Since(start)
+	if err != nil {
+		t.Fatalf("fetch with one stuck replica: %v (after %v)", err, took)
+	}
+	defer ss.Close()
+	if took < rt || took > 4*time.Second {
+		t.Fatalf("fetch with one stuck replica opened after %v, want about RequestTimeout %v", took, rt)
+	}
+	if asked() == 0 {
+		t.Fatal("the stuck replica was never asked")
+	}
+	it, err := ss.Next(ctx)
+	if err != nil || it.Envelope == nil || it.Envelope.MessageID != envs[0].MessageID {
+		t.Fatalf("first item %+v, %v: want the stored envelope", it, err)
+	}
+	if _, err := ss.Next(ctx); !errors.Is(err, io.EOF) {
+		t.Fatalf("after the snapshot: %v, want EOF", err)
+	}
+}
+
+// TestRequestTimeoutBoundsAntiEntropyExchangeWithStuckReplica: an anti-entropy exchange with a replica that
+// accepts the stream and never answers is given up after 3×RequestTimeout (one exchange is three requests);
+// the round still reconciles with the other replica and reports the stuck one.
+func TestRequestTimeoutBoundsAntiEntropyExchangeWithStuckReplica(t *testing.T) {
+	const rt = 200 * time.Millisecond
+	nodes := gridtest.Swarm(t, 3, noLoops(func(cfg *node.Config) { cfg.Mailbox.Limits.RequestTimeout = rt }))
+	a, b := newDevice(t), newDevice(t)
+	putAll(t, nodes[0], did(a), did(b), 0, 1)
+	asked := stall(t, nodes[2])
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Second)
+	defer cancel()
+	start := time.Now()
+	res, err := nodes[0].Mailbox().Reconcile(ctx)
+	took := time.Since(start)
+	if err == nil || !strings.Contains(err.Error(), nodes[2].Host().ID().String()) {
+		t.Fatalf("round with one stuck replica: %v, want an error naming it", err)
+	}
+	if res.Mailboxes != 1 || res.Exchanges != 1 {
+		t.Fatalf("round with one stuck replica: %+v, want 1 mailbox and 1 exchange", res)
+	}
+	if took < 3*rt || took > 4*time.Second {
+		t.Fatalf("round with one stuck replica took %v, want about 3×RequestTimeout %v", took, 3*rt)
+	}
+	if asked() == 0 {
+		t.Fatal("the stuck replica was never asked")
 	}
 }
