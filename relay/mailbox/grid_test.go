@@ -682,33 +682,37 @@ func TestReplicaKilledAfterStoredLosesNothingAndIsRepaired(t *testing.T) {
 	nodes := gridtest.Swarm(t, 4, noLoops())
 	ctx := context.Background()
 	childID, cmd, childErr := startChild(t, nodes[0])
-	deadline := time.Now().Add(30 * time.Second)
-	for nodes[0].RoutingTableSize() < 4 {
-		if time.Now().After(deadline) {
-			t.Fatalf("the child node %s did not join node 1's routing table within 30 s (size %d)", childID, nodes[0].RoutingTableSize())
-		}
-		time.Sleep(20 * time.Millisecond) // polling with a deadline for the child to join the routing tables
-	}
-	// Pick, by XOR distance alone, a device whose 3 closest of the 5 nodes include the child but not node 1
-	// (about three devices in ten), then wait until node 1's own view gives exactly that set: replica sets are
-	// drawn from the peers node 1 is connected to and has in its routing table, and on a loaded machine the
-	// child may drop out of the table for a moment (kad-dht evicts a peer whose query failed).
+	// Pick, by XOR distance alone, a device whose 3 closest of the 5 nodes include the child, and as the node
+	// that stores and watches (the "entry") one of the two swarm nodes outside that set. Which nodes can share
+	// a replica set is fixed by their IDs (two nodes alone in one half of the key space are always chosen
+	// together there), so the entry is chosen per device, not fixed in advance.
 	all := []peer.ID{childID}
 	for _, nd := range nodes {
 		all = append(all, nd.ID())
 	}
-	a, b := newDevice(t), newDevice(t)
+	a := newDevice(t)
+	var b *e2ee.DeviceKeys
 	var want []peer.ID
-	for {
-		want = kb.SortClosestPeers(slices.Clone(all), kb.ConvertKey(mailbox.Key(did(b))))[:3]
-		if slices.Contains(want, childID) && !slices.Contains(want, nodes[0].ID()) {
-			break
-		}
+	for !slices.Contains(want, childID) {
 		b = newDevice(t)
+		want = kb.SortClosestPeers(slices.Clone(all), kb.ConvertKey(mailbox.Key(did(b))))[:3]
 	}
-	deadline = time.Now().Add(30 * time.Second)
+	entry, other := -1, -1
+	for i, nd := range nodes {
+		switch {
+		case slices.Contains(want, nd.ID()):
+		case entry < 0:
+			entry = i
+		default:
+			other = i
+		}
+	}
+	// Then wait until the entry's own view gives exactly that set: replica sets are drawn from the peers it is
+	// connected to and has in its routing table, and on a loaded machine the child may join late or drop out
+	// of the table for a moment (kad-dht evicts a peer whose query failed).
+	deadline := time.Now().Add(30 * time.Second)
 	for {
-		reps, err := nodes[0].Mailbox().Replicas(ctx, did(b))
+		reps, err := nodes[entry].Mailbox().Replicas(ctx, did(b))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -716,22 +720,23 @@ func TestReplicaKilledAfterStoredLosesNothingAndIsRepaired(t *testing.T) {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("node 1 never saw the replica set %v, last %v; routing table %v, connected to the child: %v; child's stderr:\n%s",
-				want, reps, nodes[0].DHT().RoutingTable().ListPeers(), nodes[0].Host().Network().Connectedness(childID), childErr)
+			t.Fatalf("node %d never saw the replica set %v, last %v; routing table %v, connected to the child: %v; child's stderr:\n%s",
+				entry+1, want, reps, nodes[entry].DHT().RoutingTable().ListPeers(), nodes[entry].Host().Network().Connectedness(childID), childErr)
 		}
-		for _, p := range all[1:] {
-			_ = nodes[0].Host().Connect(ctx, nodes[0].Host().Peerstore().PeerInfo(p))
+		for _, p := range all {
+			if p != nodes[entry].ID() {
+				_ = nodes[entry].Host().Connect(ctx, nodes[entry].Host().Peerstore().PeerInfo(p))
+			}
 		}
-		_ = nodes[0].Host().Connect(ctx, nodes[0].Host().Peerstore().PeerInfo(childID))
-		time.Sleep(100 * time.Millisecond) // polling with a deadline for node 1's view of the grid to settle
+		time.Sleep(100 * time.Millisecond) // polling with a deadline for the entry's view of the grid to settle
 	}
-	putAll(t, nodes[0], did(a), did(b), 0, 50)
+	putAll(t, nodes[entry], did(a), did(b), 0, 50)
 	// kill -9 the child replica after "stored".
 	if err := cmd.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}
 	_ = cmd.Wait()
-	checkInOrderOnce(t, drain(t, nodes[1], b, false), 50)
+	checkInOrderOnce(t, drain(t, nodes[other], b, false), 50)
 	// The survivors notice the death when their transport times out (QUIC's idle timeout is 30 s); close
 	// those dead connections now rather than wait.
 	for _, nd := range nodes {
@@ -743,7 +748,7 @@ func TestReplicaKilledAfterStoredLosesNothingAndIsRepaired(t *testing.T) {
 			t.Logf("reconcile: %v", err)
 		}
 	}
-	reps, err := nodes[0].Mailbox().Replicas(ctx, did(b))
+	reps, err := nodes[entry].Mailbox().Replicas(ctx, did(b))
 	if err != nil {
 		t.Fatal(err)
 	}
