@@ -3,7 +3,9 @@ package mailbox_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -12,6 +14,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/protocol"
 
+	"github.com/iagon/gridchat/e2ee"
 	"github.com/iagon/gridchat/internal/gridtest"
 	"github.com/iagon/gridchat/node"
 	"github.com/iagon/gridchat/relay/mailbox"
@@ -198,10 +201,18 @@ func TestRequestTimeoutBoundsPutToStuckReplica(t *testing.T) {
 
 // stall makes nd swallow every mailbox stream without reading or answering (its streams are reset when the
 // test ends) and returns how many it has swallowed.
-func stall(t *testing.T, nd *node.Node) func() int {
+func stall(t *testing.T, nd *node.Node) func() int { return stallAfter(t, nd, nil) }
+
+// stallAfter is stall for a peer that first plays its part of the protocol with answer (when answer is not
+// nil), and then neither reads nor writes. A stream answer fails on is reset and not counted.
+func stallAfter(t *testing.T, nd *node.Node, answer func(network.Stream) error) func() int {
 	var mu sync.Mutex
 	var stuck []network.Stream
 	nd.Host().SetStreamHandler(mailboxProtocol(t, nd), func(st network.Stream) {
+		if answer != nil && answer(st) != nil {
+			_ = st.Reset()
+			return
+		}
 		mu.Lock()
 		defer mu.Unlock()
 		stuck = append(stuck, st)
@@ -375,5 +386,165 @@ func TestRequestTimeoutBoundsAntiEntropyExchangeWithStuckReplica(t *testing.T) {
 	}
 	if asked() == 0 {
 		t.Fatal("the stuck replica was never asked")
+	}
+}
+
+// TestRequestTimeoutCutsAcksToReplicaThatStopsReading: when the replica of a fetch has answered it and then
+// stops reading, an Ack blocked on the full stream is cut after RequestTimeout and the replica dropped from the
+// session: with no other replica left, Ack fails no_quorum instead of blocking.
+func TestRequestTimeoutCutsAcksToReplicaThatStopsReading(t *testing.T) {
+	const rt = 300 * time.Millisecond
+	// One replica per mailbox, so that no other replica's deletes slow the acks down.
+	nodes := gridtest.Swarm(t, 3, noLoops(func(cfg *node.Config) {
+		cfg.Mailbox.Limits.RequestTimeout = rt
+		cfg.Mailbox.Limits.Replicas = 1
+	}))
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	// A device whose mailbox nodes[0] places on nodes[2] alone (one in three is).
+	var b *e2ee.DeviceKeys
+	for b == nil {
+		dk := newDevice(t)
+		reps, err := nodes[0].Mailbox().Replicas(ctx, did(dk))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(reps) == 1 && reps[0] == nodes[2].Host().ID() {
+			b = dk
+		}
+	}
+	// nodes[2] reads the fetch, says it holds nothing, and never reads again.
+	asked := stallAfter(t, nodes[2], func(st network.Stream) error {
+		if _, err := mailbox.ReadFrameType(st); err != nil {
+			return err
+		}
+		return mailbox.WriteEmptyFrame(st, mailbox.FrameCaughtUp)
+	})
+	req, err := mailbox.NewFetchRequest(b, false, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ss, err := nodes[0].Mailbox().Open(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ss.Close()
+	if asked() != 1 {
+		t.Fatalf("the stalling replica served %d fetches, want 1", asked())
+	}
+	// 64 full batches of ids (about 17 KiB each) are over twice the largest initial stream receive window of
+	// the grid's transports (QUIC's 512 KiB; yamux's is 256 KiB): the writes block once it is full.
+	ids := make([]wire.MessageID, 64*1024)
+	for i := range ids {
+		copy(ids[i][:], fmt.Sprintf("ack %012d", i))
+	}
+	start := time.Now()
+	acked := make(chan error, 1)
+	go func() { acked <- ss.Ack(ctx, ids...) }()
+	select {
+	case err := <-acked:
+		if !errors.Is(err, mailbox.ErrNoQuorum) {
+			t.Fatalf("ack to a replica that stopped reading: %v, want no_quorum", err)
+		}
+	case <-time.After(5 * time.Second):
+		// ss.Close (deferred) resets the stream, which ends the blocked Ack.
+		t.Fatalf("ack to a replica that stopped reading still blocked after 5 s (RequestTimeout %v)", rt)
+	}
+	// Not before RequestTimeout: a write without a deadline of its own would fail early, on the one left from
+	// the fetch's first frame.
+	if took := time.Since(start); took < rt {
+		t.Fatalf("ack failed after %v, before RequestTimeout %v", took, rt)
+	}
+}
+
+// TestRequestTimeoutCutsFetchWhoseGatewayStopsReading: a replica serving a fetch to a gateway that stops
+// reading resets the stream once a write has been blocked for RequestTimeout.
+func TestRequestTimeoutCutsFetchWhoseGatewayStopsReading(t *testing.T) {
+	const rt = 300 * time.Millisecond
+	nodes := gridtest.Swarm(t, 3, noLoops(func(cfg *node.Config) { cfg.Mailbox.Limits.RequestTimeout = rt }))
+	a, b := newDevice(t), newDevice(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	// Sixteen envelopes of 60 KiB are nearly twice the largest initial stream receive window of the grid's
+	// transports (QUIC's 512 KiB; yamux's is 256 KiB).
+	for i := range 16 {
+		env := envelope(t, did(a), did(b), i)
+		env.Ciphertext = make([]byte, 60<<10)
+		if _, err := nodes[0].Mailbox().PutEnvelope(ctx, env); err != nil {
+			t.Fatalf("put %d: %v", i, err)
+		}
+	}
+	gw, replica := nodes[0].Host(), nodes[1].Host()
+	proto := mailboxProtocol(t, nodes[1])
+	fetches := func() int {
+		n := 0
+		for _, c := range replica.Network().ConnsToPeer(gw.ID()) {
+			for _, st := range c.GetStreams() {
+				if st.Protocol() == proto {
+					n++
+				}
+			}
+		}
+		return n
+	}
+	req, err := mailbox.NewFetchRequest(b, false, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := gw.NewStream(ctx, replica.ID(), proto)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Reset()
+	start := time.Now()
+	if err := mailbox.WriteFetchFrame(st, req); err != nil {
+		t.Fatal(err)
+	}
+	// The gateway never reads. The replica's taking the stream and its cut are asynchronous; poll for each
+	// with a deadline.
+	waitUntil(t, 5*time.Second, func() bool { return fetches() == 1 }, "the replica to serve the fetch")
+	waitUntil(t, 5*time.Second, func() bool { return fetches() == 0 }, "the replica to cut the unread fetch")
+	if took := time.Since(start); took < rt {
+		t.Fatalf("fetch cut after %v, before RequestTimeout %v", took, rt)
+	}
+	// What the replica wrote before the cut may still be buffered here (QUIC delivers it); the end is a reset.
+	_ = st.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.Copy(io.Discard, st); !errors.Is(err, network.ErrReset) {
+		t.Fatalf("gateway's read after the cut ended with %v, want the stream reset", err)
+	}
+}
+
+// TestRequestTimeoutCutsAntiEntropyExchangeWhosePeerStalls: a replica answering an anti-entropy exchange whose
+// initiator stops after the first round trip ends the exchange after 3×RequestTimeout.
+func TestRequestTimeoutCutsAntiEntropyExchangeWhosePeerStalls(t *testing.T) {
+	const rt = 200 * time.Millisecond
+	nodes := gridtest.Swarm(t, 3, noLoops(func(cfg *node.Config) { cfg.Mailbox.Limits.RequestTimeout = rt }))
+	a, b := newDevice(t), newDevice(t)
+	putAll(t, nodes[0], did(a), did(b), 0, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	// nodes[0] plays the initiating replica (it is one of the mailbox's closest nodes in a swarm of three).
+	st, err := nodes[0].Host().NewStream(ctx, nodes[1].Host().ID(), mailboxProtocol(t, nodes[1]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Reset()
+	start := time.Now()
+	if err := mailbox.WriteSyncFrame(st, did(b)); err != nil {
+		t.Fatal(err)
+	}
+	_ = st.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if typ, err := mailbox.ReadFrameType(st); err != nil || typ != mailbox.FrameSyncReply {
+		t.Fatalf("first answer: frame type %d, %v; want a sync reply", typ, err)
+	}
+	// The initiator sends nothing more: the replica must end the stream on its own.
+	_, err = st.Read(make([]byte, 1))
+	took := time.Since(start)
+	if err == nil || errors.Is(err, os.ErrDeadlineExceeded) || took >= 5*time.Second {
+		t.Fatalf("stalled exchange still open after %v (err %v), want it ended after 3×RequestTimeout %v",
+			took, err, 3*rt)
+	}
+	if took < 3*rt {
+		t.Fatalf("stalled exchange ended after %v, before 3×RequestTimeout %v", took, 3*rt)
 	}
 }
