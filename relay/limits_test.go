@@ -12,7 +12,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
 	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/iagon/gridchat/wire"
@@ -149,17 +152,7 @@ func TestLinkIdleClosesQuietLinkAndNextSendReopens(t *testing.T) {
 		defer sl.mu.Unlock()
 		return sl.l
 	}
-	deliverStreams := func() int {
-		n := 0
-		for _, c := range h1.Network().ConnsToPeer(h2.ID()) {
-			for _, st := range c.GetStreams() {
-				if st.Protocol() == s1.Protocol() {
-					n++
-				}
-			}
-		}
-		return n
-	}
+	deliverStreams := func() int { return streamsTo(h1, h2.ID(), s1.Protocol()) }
 
 	send(1)
 	first := current()
@@ -299,6 +292,19 @@ func TestWriteTimeoutCutsLinkToPeerThatStopsReading(t *testing.T) {
 	if took := time.Since(start); took > 10*time.Second {
 		t.Fatalf("a stuck deliver stream was cut after %v (WriteTimeout %v)", took, lim.WriteTimeout)
 	}
+}
+
+// streamsTo counts h's open streams of protocol proto with peer p.
+func streamsTo(h host.Host, p peer.ID, proto protocol.ID) int {
+	n := 0
+	for _, c := range h.Network().ConnsToPeer(p) {
+		for _, st := range c.GetStreams() {
+			if st.Protocol() == proto {
+				n++
+			}
+		}
+	}
+	return n
 }
 
 // waitFor polls cond until it holds or 5 s pass.
@@ -473,17 +479,7 @@ func TestWriteTimeoutCutsInboundStreamWhoseSenderStopsReading(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s2.Close()
-	deliverStreams := func() int {
-		n := 0
-		for _, c := range h2.Network().ConnsToPeer(h1.ID()) {
-			for _, st := range c.GetStreams() {
-				if st.Protocol() == s2.Protocol() {
-					n++
-				}
-			}
-		}
-		return n
-	}
+	deliverStreams := func() int { return streamsTo(h2, h1.ID(), s2.Protocol()) }
 
 	// h1 plays a sending node that writes requests and never reads a result: 16 Ki results of 81 bytes are
 	// five times the muxer's 256 KiB receive window, so h2's writer blocks on the full stream.
