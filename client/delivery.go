@@ -63,7 +63,7 @@ func (c *Client) handleOtherPush(p *wire.Push) {
 // Mailbox fetch (docs/PROTOCOL.md §7, "Mailbox operations"): after auth the client asks its gateway to deliver
 // its mailbox with a fetch request it signs itself, so no gateway can read a device's mailbox without it.
 const (
-	opMailboxFetch      = "mailbox_fetch"
+	opMailboxFetch      = "mailbox.fetch"
 	purposeMailboxFetch = "mailbox-fetch"
 )
 

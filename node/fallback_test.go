@@ -13,7 +13,7 @@ import (
 	"github.com/iagon/gridchat/wire"
 )
 
-// fetchMailbox starts the delivery of dev's mailbox on c ("mailbox_fetch", following).
+// fetchMailbox starts the delivery of dev's mailbox on c ("mailbox.fetch", following).
 func fetchMailbox(t *testing.T, c *gatewaytest.Client, dev *e2ee.DeviceKeys) {
 	t.Helper()
 	r, err := mailbox.NewFetchRequest(dev, true, time.Now())
@@ -23,7 +23,7 @@ func fetchMailbox(t *testing.T, c *gatewaytest.Client, dev *e2ee.DeviceKeys) {
 	raw, err := c.Call(deliveryCtx(t), node.OpMailboxFetch,
 		node.MailboxFetchRequest{DevicePublic: r.DevicePublic, Request: r.Request, Body: r.Body})
 	if err != nil {
-		t.Fatalf("mailbox_fetch: %v", err)
+		t.Fatalf("mailbox.fetch: %v", err)
 	}
 	var resp node.MailboxFetchResponse
 	if err := json.Unmarshal(raw, &resp); err != nil {

@@ -62,9 +62,9 @@ func (n *Node) Mailbox() *mailbox.Service { return n.mbox }
 // "envelope" pushes in delivery order, and new ones as they are stored, for
 // as long as the connection lives; each "ack" deletes that envelope on every
 // replica (docs/PROTOCOL.md §7, "Mailbox operations").
-const OpMailboxFetch = "mailbox_fetch"
+const OpMailboxFetch = "mailbox.fetch"
 
-// MailboxFetchRequest is the body of "mailbox_fetch": a fetch request signed
+// MailboxFetchRequest is the body of "mailbox.fetch": a fetch request signed
 // by the connection's device (mailbox.NewFetchRequest, with follow).
 type MailboxFetchRequest struct {
 	DevicePublic []byte `json:"device_public"`
@@ -82,12 +82,12 @@ type MailboxTombstone struct {
 	Reason       string `json:"reason"` // "ttl" or "count"
 }
 
-// MailboxFetchResponse answers "mailbox_fetch" with the tombstones found.
+// MailboxFetchResponse answers "mailbox.fetch" with the tombstones found.
 type MailboxFetchResponse struct {
 	Tombstones []MailboxTombstone `json:"tombstones"`
 }
 
-// registerMailboxOps adds "mailbox_fetch" to the WebSocket API and stops a
+// registerMailboxOps adds "mailbox.fetch" to the WebSocket API and stops a
 // connection's mailbox delivery when the connection ends.
 func (n *Node) registerMailboxOps() error {
 	hub := n.deliv.hub
@@ -107,7 +107,7 @@ func (n *Node) registerMailboxOps() error {
 	return hub.Handle(OpMailboxFetch, func(_ context.Context, c *gateway.Call) (any, error) {
 		var req MailboxFetchRequest
 		if err := wire.StrictUnmarshal(c.Body, &req); err != nil {
-			return nil, wire.Errorf(wire.CodeBadRequest, "mailbox_fetch body: %v", err)
+			return nil, wire.Errorf(wire.CodeBadRequest, "mailbox.fetch body: %v", err)
 		}
 		sr := mailbox.SignedRequest{DevicePublic: req.DevicePublic, Request: req.Request, Body: req.Body}
 		dev, err := mailbox.RequestDevice(sr)

@@ -80,7 +80,7 @@ func fetchOp(t testing.TB, ctx context.Context, c *gatewaytest.Client, dev *e2ee
 	}
 	raw, err := c.Call(ctx, node.OpMailboxFetch, node.MailboxFetchRequest{DevicePublic: r.DevicePublic, Request: r.Request, Body: r.Body})
 	if err != nil {
-		t.Fatalf("mailbox_fetch: %v", err)
+		t.Fatalf("mailbox.fetch: %v", err)
 	}
 	var resp node.MailboxFetchResponse
 	if err := json.Unmarshal(raw, &resp); err != nil {
