@@ -3,6 +3,7 @@ package client
 import (
 	"bytes"
 	"encoding/hex"
+	"errors"
 	"testing"
 	"time"
 
@@ -45,32 +46,34 @@ func TestPayloadRoundTripAndRefusals(t *testing.T) {
 		}
 	}
 	bad := map[string]*payload{
-		"text without number":       {Type: PayloadText, SentMS: 5, Text: "x"},
-		"empty text":                {Type: PayloadText, Seq: 1, SentMS: 5},
-		"numbered resend request":   {Type: PayloadResendRequest, Seq: 1, Resend: &resendBody{Sender: sender, Seqs: []uint64{1}}},
-		"resend numbers descending": {Type: PayloadResendRequest, Resend: &resendBody{Sender: sender, Seqs: []uint64{4, 3}}},
-		"resend seqs and epoch":     {Type: PayloadResendRequest, Resend: &resendBody{Sender: sender, Seqs: []uint64{1}, Epoch: 1}},
-		"unknown type":              {Type: 99, Seq: 1},
-		"text with attachment":      {Type: PayloadText, Seq: 1, Text: "x", Attachment: &attachmentBody{}},
-		"first after seq":           {Type: PayloadText, Seq: 1, First: 2, Text: "x"},
-		"counter over MaxClock":     {Type: PayloadText, Seq: 1, Text: "x", Clock: MaxClock + 1},
-		"counter on a resend":       {Type: PayloadResendRequest, Clock: 1, Resend: &resendBody{Sender: sender, Epoch: 1}},
-		"counter on history":        {Type: PayloadHistory, Clock: 1, History: &historyBody{Transfer: make([]byte, 16), Key: []byte("k")}},
+		"text without number":                    {Type: PayloadText, SentMS: 5, Text: "x"},
+		"empty text":                             {Type: PayloadText, Seq: 1, SentMS: 5},
+		"numbered resend request":                {Type: PayloadResendRequest, Seq: 1, Resend: &resendBody{Sender: sender, Seqs: []uint64{1}}},
+		"resend numbers descending":              {Type: PayloadResendRequest, Resend: &resendBody{Sender: sender, Seqs: []uint64{4, 3}}},
+		"resend seqs and epoch":                  {Type: PayloadResendRequest, Resend: &resendBody{Sender: sender, Seqs: []uint64{1}, Epoch: 1}},
+		"type 0":                                 {Type: 0, Seq: 1, Text: "x"},
+		"unknown unnumbered type with a counter": {Type: 99, Clock: 1},
+		"text with attachment":                   {Type: PayloadText, Seq: 1, Text: "x", Attachment: &attachmentBody{}},
+		"first after seq":                        {Type: PayloadText, Seq: 1, First: 2, Text: "x"},
+		"counter over MaxClock":                  {Type: PayloadText, Seq: 1, Text: "x", Clock: MaxClock + 1},
+		"counter on a resend":                    {Type: PayloadResendRequest, Clock: 1, Resend: &resendBody{Sender: sender, Epoch: 1}},
+		"counter on history":                     {Type: PayloadHistory, Clock: 1, History: &historyBody{Transfer: make([]byte, 16), Key: []byte("k")}},
 	}
 	for name, p := range bad {
 		if _, err := cd.encodePayload(p); err == nil {
 			t.Errorf("%s: encoded", name)
 		}
 	}
-	// Trailing bytes, unknown keys and a wrong version are refused by the decoder.
+	// Trailing bytes, unknown must-understand keys and a wrong version are refused by the decoder; an unknown
+	// elective key is ignored (compat_test.go).
 	b, _ := cd.encodePayload(&payload{Type: PayloadText, Seq: 1, Text: "x"})
 	if _, err := cd.decodePayload(append(b, 0)); err == nil {
 		t.Error("trailing byte accepted")
 	}
-	m := map[int]any{1: 1, 2: 1, 3: 1, 4: 0, 5: "x", 99: 1}
+	m := map[int]any{1: 1, 2: 1, 3: 1, 4: 0, 5: "x", -99: 1}
 	unk, _ := cd.enc.Marshal(m)
 	if _, err := cd.decodePayload(unk); err == nil {
-		t.Error("unknown key accepted")
+		t.Error("unknown must-understand key accepted")
 	}
 	m = map[int]any{1: 2, 2: 1, 3: 1, 4: 0, 5: "x"}
 	v2, _ := cd.enc.Marshal(m)
@@ -190,16 +193,36 @@ func FuzzDecodePayload(f *testing.F) {
 	}
 	old, _ := hex.DecodeString(oldClientPayload)
 	f.Add(old)
+	// What a newer client may send (compat_test.go): elective keys at the top level and in bodies, a
+	// must-understand key, types this client does not know, numbered and not.
+	for _, m := range []map[int]any{
+		{1: 1, 2: 1, 3: 1, 4: 5, 5: "hello", 14: map[int]any{1: []any{1, "x"}}, 64: true},
+		{1: 1, 2: 1, 3: 1, 4: 5, 5: "hello", -1: 1},
+		{1: 1, 2: 2, 3: 1, 4: 5, 6: map[int]any{1: "a", 2: "b", 3: []byte("c"), 4: "thumb"}},
+		{1: 1, 2: 2, 3: 1, 4: 5, 6: map[int]any{1: "a", 2: "b", 3: []byte("c"), -4: "must"}},
+		{1: 1, 2: 4, 4: 5, 8: map[int]any{1: make([]byte, 32), 3: 1, 4: nil}},
+		{1: 1, 2: 42, 3: 7, 4: 5, 11: 1, 13: 9, 30: []any{"yes", "no"}},
+		{1: 1, 2: 43, 4: 5, 20: map[int]any{1: true}},
+	} {
+		b, _ := cd.enc.Marshal(m)
+		f.Add(b)
+	}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		p, err := cd.decodePayload(b)
 		if err != nil {
+			if !errors.Is(err, ErrBadPayload) {
+				t.Fatalf("refused with %v, not ErrBadPayload", err)
+			}
 			return
 		}
 		if _, err := cd.encodePayload(p); err != nil {
 			t.Fatalf("decoded payload does not encode: %v", err)
 		}
-		if p.Clock > MaxClock || (p.Clock != 0 && !p.Type.numbered()) {
+		if p.Clock > MaxClock || (p.Clock != 0 && !p.numbered()) {
 			t.Fatalf("decoded a %s with counter %d", p.Type, p.Clock)
+		}
+		if p.numbered() != (p.Seq != 0) || p.Type == 0 {
+			t.Fatalf("decoded a %s with sequence number %d", p.Type, p.Seq)
 		}
 	})
 }
@@ -243,4 +266,64 @@ func FuzzDecodeGroupState(f *testing.F) {
 			t.Fatalf("decoded group state fails its own check: %v", err)
 		}
 	})
+}
+
+// BenchmarkDecodePayload measures decodePayload on a typical text payload and a 4 KiB attachment, beside its
+// baseline in the same run: the payload decoded as before elective keys, by the strict struct decoder (unknown
+// keys refused) and validate. A third payload, the text with two elective keys (one a small map), which the
+// baseline refuses, shows the cost of skipping and checking them.
+func BenchmarkDecodePayload(b *testing.B) {
+	cd := mustCodec(b)
+	peer := bytes.Repeat([]byte{9}, 32)
+	text := &payload{Type: PayloadText, Seq: 41, First: 1, SentMS: 1_700_000_000_000, Clock: 1_700_000_000_001, Peer: peer,
+		Text: "0123456789012345678901234567890123456789012345678901234567890123456789012345678901234567890123456789"}
+	attachment := &payload{Type: PayloadAttachment, Seq: 42, First: 1, SentMS: 1_700_000_000_000, Clock: 1_700_000_000_002, Peer: peer,
+		Attachment: &attachmentBody{Name: "a.bin", MIME: "application/octet-stream", Data: make([]byte, 4096)}}
+	for _, tc := range []struct {
+		name     string
+		enc      []byte
+		baseline bool
+	}{
+		{"text", mustEncodePayload(b, cd, text), true},
+		{"attachment", mustEncodePayload(b, cd, attachment), true},
+		{"text+elective", func() []byte {
+			m := map[int]any{1: 1, 2: 1, 3: 41, 4: text.SentMS, 5: text.Text, 11: 1, 12: peer, 13: text.Clock,
+				14: map[int]any{1: "reply-to", 2: []byte("0123456789abcdef")}, 15: true}
+			v, err := cd.enc.Marshal(m)
+			if err != nil {
+				b.Fatal(err)
+			}
+			return v
+		}(), false},
+	} {
+		if tc.baseline {
+			b.Run(tc.name+"/baseline=strict-struct", func(b *testing.B) {
+				for b.Loop() {
+					var p payload
+					if err := cd.dec.Unmarshal(tc.enc, &p); err != nil {
+						b.Fatal(err)
+					}
+					if err := p.validate(); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+		}
+		b.Run(tc.name+"/decodePayload", func(b *testing.B) {
+			for b.Loop() {
+				if _, err := cd.decodePayload(tc.enc); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+func mustEncodePayload(b testing.TB, cd codec, p *payload) []byte {
+	b.Helper()
+	v, err := cd.encodePayload(p)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return v
 }

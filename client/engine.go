@@ -332,7 +332,7 @@ func (e *engine) send(ctx context.Context, conv e2ee.ConversationID, p *payload,
 	for i, d := range recipients {
 		statuses[i] = byDev[d]
 	}
-	if p.Type.numbered() && !o.noRecord {
+	if p.numbered() && !o.noRecord {
 		e.ev.push(&DeliveryEvent{Conversation: conv, Seq: seq, Statuses: statuses})
 	}
 	return seq, nil
@@ -495,7 +495,7 @@ func (e *engine) seal(ctx context.Context, conv e2ee.ConversationID, p *payload,
 		}
 	}
 	attachKD := sr.Count == 0 || o.only != nil
-	if p.Type.numbered() {
+	if p.numbered() {
 		if p.Seq == 0 { // a new message; a resend keeps its number and counter
 			p.Seq = r.NextSeq
 			r.NextSeq++
@@ -542,7 +542,7 @@ func (e *engine) seal(ctx context.Context, conv e2ee.ConversationID, p *payload,
 			return err
 		}
 		b.Put(bucketSenders, conv.String(), v)
-		if p.Type.numbered() && !o.noRecord {
+		if p.numbered() && !o.noRecord {
 			sv, err := e.cd.enc.Marshal(sentRecord{TimeMS: now.UnixMilli(), Epoch: sr.Epoch, Payload: pt})
 			if err != nil {
 				return err
@@ -555,7 +555,7 @@ func (e *engine) seal(ctx context.Context, conv e2ee.ConversationID, p *payload,
 	if err != nil {
 		return nil, 0, nil, fmt.Errorf("client: record sent message: %w", err)
 	}
-	if p.Type.numbered() && !o.noRecord {
+	if p.numbered() && !o.noRecord {
 		e.ev.push(&MessageEvent{Message: e.toMessage(conv, e.self, e.dev.ID(), p, now)})
 	}
 	return outs, p.Seq, to, nil
@@ -604,7 +604,7 @@ func (e *engine) envelopes(msg []byte, sr *senderRecord, attachKD bool, to []e2e
 
 // recordLocalOnly records a numbered payload in a conversation whose only device is this one.
 func (e *engine) recordLocalOnly(conv e2ee.ConversationID, r *convRecord, p *payload, o sendOpts, now time.Time) error {
-	if !p.Type.numbered() || o.noRecord {
+	if !p.numbered() || o.noRecord {
 		return nil
 	}
 	if p.Seq == 0 {
@@ -637,9 +637,15 @@ func (e *engine) senderRec(conv e2ee.ConversationID) (*senderRecord, error) {
 	return sr, nil
 }
 
+// putMessage records a numbered payload in the conversation's history. Of a payload of a type this client does
+// not know it keeps what every numbered payload has (number, times, counter, type), not the fields it cannot
+// interpret.
 func (e *engine) putMessage(b *store.Batch, conv e2ee.ConversationID, acct e2ee.AccountID, dev e2ee.DeviceID, p *payload, recv time.Time) error {
 	mr := msgRecord{Sender: acct[:], Device: dev[:], Seq: p.Seq, SentMS: p.SentMS, RecvMS: recv.UnixMilli(), Type: p.Type,
-		Text: p.Text, Attachment: p.Attachment, Outgoing: acct == e.self, Clock: p.Clock}
+		Outgoing: acct == e.self, Clock: p.Clock}
+	if p.Type.known() {
+		mr.Text, mr.Attachment = p.Text, p.Attachment
+	}
 	if p.Type == PayloadGroupState {
 		mr.Group = p.Group
 	}
@@ -653,7 +659,12 @@ func (e *engine) putMessage(b *store.Batch, conv e2ee.ConversationID, acct e2ee.
 
 func (e *engine) toMessage(conv e2ee.ConversationID, acct e2ee.AccountID, dev e2ee.DeviceID, p *payload, recv time.Time) Message {
 	m := Message{Conversation: conv, Sender: acct, SenderDevice: dev, Seq: p.Seq, Sent: time.UnixMilli(p.SentMS).UTC(),
-		Received: recv.UTC(), Type: p.Type, Text: p.Text, Outgoing: acct == e.self, Clock: p.Clock}
+		Received: recv.UTC(), Type: p.Type, Outgoing: acct == e.self, Clock: p.Clock}
+	if !p.Type.known() {
+		m.Unsupported = true
+		return m
+	}
+	m.Text = p.Text
 	if p.Attachment != nil {
 		m.Attachment = &Attachment{Name: p.Attachment.Name, MIME: p.Attachment.MIME, Data: p.Attachment.Data}
 	}
@@ -939,7 +950,7 @@ func (e *engine) admit(ctx context.Context, conv e2ee.ConversationID, sender *e2
 	now := e.cfg.now()
 	return func(b *store.Batch, from e2ee.DeviceID) error {
 		switch {
-		case p.Type.numbered():
+		case p.numbered():
 			fresh, err := e.track(b, conv, from, p)
 			if err != nil || !fresh {
 				return err
@@ -970,6 +981,15 @@ func (e *engine) admit(ctx context.Context, conv e2ee.ConversationID, sender *e2
 				}
 			}
 			return e.historyChunk(b, from, p.History)
+		case !p.Type.known():
+			// An unnumbered payload of a type this client does not know: surfaced, so it is not lost silently,
+			// but not kept in the history, which holds numbered messages.
+			if !known {
+				if err := e.putConv(b, conv, r); err != nil {
+					return err
+				}
+			}
+			e.emit(&MessageEvent{Message: e.toMessage(conv, sender.Account, from, p, now)})
 		}
 		return nil
 	}, nil

@@ -70,6 +70,12 @@ type Message struct {
 	// Clock is the message's causal counter (docs/PROTOCOL.md §9.3), 0 for a message from a client that
 	// predates counters. CompareMessages orders messages by it.
 	Clock uint64
+	// Unsupported is set for a message of a type this client does not know (Type holds its wire code), sent by
+	// a newer client: only Type, the sender, the times and, when it is numbered, Seq and Clock are set. The
+	// application should tell the user that a message arrived that this version cannot show. A numbered one
+	// is kept in the history (and counts as received: no gap, no resend); an unnumbered one (Seq 0) is only
+	// reported.
+	Unsupported bool
 }
 
 // Event is something the application learns about as it happens: one of *MessageEvent, *DeliveryEvent,

@@ -3,6 +3,7 @@ package client
 import (
 	"errors"
 	"fmt"
+	"reflect"
 	"time"
 	"unicode/utf8"
 
@@ -12,7 +13,9 @@ import (
 // PayloadVersion is the version of the plaintext framing inside message ciphertexts (docs/PROTOCOL.md §9).
 const PayloadVersion = 1
 
-// PayloadType says what a decrypted message carries. Values are wire codes and never renumbered.
+// PayloadType says what a decrypted message carries. Values are wire codes and never renumbered. A payload
+// may carry a type this client does not know, from a newer client (docs/PROTOCOL.md §9.3 "Extensions"): it is
+// numbered when it carries a sequence number, and surfaces as a Message with Unsupported set.
 type PayloadType uint8
 
 // Payload types.
@@ -47,9 +50,21 @@ func (t PayloadType) String() string {
 	return fmt.Sprintf("payload(%d)", uint8(t))
 }
 
-// numbered reports whether payloads of type t carry a sender sequence number.
+// known reports whether this client understands payloads of type t.
+func (t PayloadType) known() bool { return t >= PayloadText && t <= PayloadHistory }
+
+// numbered reports whether payloads of known type t carry a sender sequence number.
 func (t PayloadType) numbered() bool {
 	return t == PayloadText || t == PayloadAttachment || t == PayloadGroupState
+}
+
+// numbered reports whether p carries a sender sequence number: as its type says for a known type, and for a
+// type this client does not know, when it has one (key 3 present).
+func (p *payload) numbered() bool {
+	if p.Type.known() {
+		return p.Type.numbered()
+	}
+	return p.Seq != 0
 }
 
 // Payload caps.
@@ -128,6 +143,10 @@ type historyBody struct {
 type codec struct {
 	enc cbor.EncMode
 	dec cbor.DecMode
+	// payloadDec decodes payloads: as dec, but it skips map keys without a field, which scanKeys checked
+	// first against payloadSchema (decode.go).
+	payloadDec    cbor.DecMode
+	payloadSchema *mapSchema
 }
 
 func newCodec() (codec, error) {
@@ -135,19 +154,29 @@ func newCodec() (codec, error) {
 	if err != nil {
 		return codec{}, err
 	}
-	dec, err := cbor.DecOptions{
+	opts := cbor.DecOptions{
 		DupMapKey:         cbor.DupMapKeyEnforcedAPF,
 		IndefLength:       cbor.IndefLengthForbidden,
 		TagsMd:            cbor.TagsForbidden,
 		ExtraReturnErrors: cbor.ExtraDecErrorUnknownField,
-		MaxNestedLevels:   6,
+		MaxNestedLevels:   payloadMaxNesting,
 		MaxArrayElements:  4096,
 		MaxMapPairs:       32,
-	}.DecMode()
+	}
+	dec, err := opts.DecMode()
 	if err != nil {
 		return codec{}, err
 	}
-	return codec{enc: enc, dec: dec}, nil
+	opts.ExtraReturnErrors = cbor.ExtraDecErrorNone
+	payloadDec, err := opts.DecMode()
+	if err != nil {
+		return codec{}, err
+	}
+	schema, err := schemaOf("payload", reflect.TypeFor[payload]())
+	if err != nil {
+		return codec{}, err
+	}
+	return codec{enc: enc, dec: dec, payloadDec: payloadDec, payloadSchema: schema}, nil
 }
 
 // ErrBadPayload is returned for a decrypted message whose plaintext is not a valid payload.
@@ -157,52 +186,40 @@ func (p *payload) validate() error {
 	if p.V != PayloadVersion {
 		return fmt.Errorf("%w: version %d", ErrBadPayload, p.V)
 	}
-	if p.Type.numbered() != (p.Seq != 0) {
+	if p.Type == 0 {
+		return fmt.Errorf("%w: type 0", ErrBadPayload)
+	}
+	numbered := p.numbered()
+	if numbered != (p.Seq != 0) {
 		return fmt.Errorf("%w: %s with sequence number %d", ErrBadPayload, p.Type, p.Seq)
 	}
-	if p.Resent && !p.Type.numbered() {
+	if p.Resent && !numbered {
 		return fmt.Errorf("%w: resent %s", ErrBadPayload, p.Type)
 	}
 	if len(p.Text) > MaxTextBytes || !utf8.ValidString(p.Text) {
 		return fmt.Errorf("%w: text", ErrBadPayload)
 	}
-	if len(p.Group) > maxGroupBytes || (len(p.Group) != 0 && !p.Type.numbered()) {
+	if len(p.Group) > maxGroupBytes || (len(p.Group) != 0 && !numbered) {
 		return fmt.Errorf("%w: group record of %d bytes", ErrBadPayload, len(p.Group))
 	}
-	if p.Clock > MaxClock || (p.Clock != 0 && !p.Type.numbered()) {
+	if p.Clock > MaxClock || (p.Clock != 0 && !numbered) {
 		return fmt.Errorf("%w: %s with counter %d", ErrBadPayload, p.Type, p.Clock)
 	}
 	if (len(p.Peer) != 0 && len(p.Peer) != 32) || p.First > p.Seq {
 		return fmt.Errorf("%w: peer or first number", ErrBadPayload)
 	}
+	// A body keeps its format in a payload of any type, one this client does not know included.
 	body := 0
-	if p.Attachment != nil {
+	if a := p.Attachment; a != nil {
 		body++
-	}
-	if p.Resend != nil {
-		body++
-	}
-	if p.History != nil {
-		body++
-	}
-	switch p.Type {
-	case PayloadText:
-		if body != 0 || p.Text == "" {
-			return fmt.Errorf("%w: text with a body", ErrBadPayload)
-		}
-	case PayloadAttachment:
-		a := p.Attachment
-		if body != 1 || a == nil || len(a.Data) > MaxAttachmentBytes || len(a.Name) > maxNameBytes ||
-			len(a.MIME) > maxNameBytes || !utf8.ValidString(a.Name) || !utf8.ValidString(a.MIME) {
+		if len(a.Data) > MaxAttachmentBytes || len(a.Name) > maxNameBytes || len(a.MIME) > maxNameBytes ||
+			!utf8.ValidString(a.Name) || !utf8.ValidString(a.MIME) {
 			return fmt.Errorf("%w: attachment", ErrBadPayload)
 		}
-	case PayloadGroupState:
-		if body != 0 || len(p.Group) == 0 {
-			return fmt.Errorf("%w: group-state without record", ErrBadPayload)
-		}
-	case PayloadResendRequest:
-		r := p.Resend
-		if body != 1 || r == nil || len(r.Sender) != 32 || (len(r.Seqs) == 0) == (r.Epoch == 0) || len(r.Seqs) > MaxResendSeqs {
+	}
+	if r := p.Resend; r != nil {
+		body++
+		if len(r.Sender) != 32 || (len(r.Seqs) == 0) == (r.Epoch == 0) || len(r.Seqs) > MaxResendSeqs {
 			return fmt.Errorf("%w: resend request", ErrBadPayload)
 		}
 		for i, s := range r.Seqs {
@@ -210,13 +227,34 @@ func (p *payload) validate() error {
 				return fmt.Errorf("%w: resend request numbers not ascending", ErrBadPayload)
 			}
 		}
-	case PayloadHistory:
-		h := p.History
-		if body != 1 || h == nil || len(h.Transfer) != 16 || len(h.Data) > MaxPayloadBytes || len(h.Key) > 128 || (h.Index == 0) != (len(h.Key) > 0) {
+	}
+	if h := p.History; h != nil {
+		body++
+		if len(h.Transfer) != 16 || len(h.Data) > MaxPayloadBytes || len(h.Key) > 128 || (h.Index == 0) != (len(h.Key) > 0) {
 			return fmt.Errorf("%w: history chunk", ErrBadPayload)
 		}
-	default:
-		return fmt.Errorf("%w: unknown type %d", ErrBadPayload, p.Type)
+	}
+	switch p.Type {
+	case PayloadText:
+		if body != 0 || p.Text == "" {
+			return fmt.Errorf("%w: text with a body", ErrBadPayload)
+		}
+	case PayloadAttachment:
+		if body != 1 || p.Attachment == nil {
+			return fmt.Errorf("%w: attachment", ErrBadPayload)
+		}
+	case PayloadGroupState:
+		if body != 0 || len(p.Group) == 0 {
+			return fmt.Errorf("%w: group-state without record", ErrBadPayload)
+		}
+	case PayloadResendRequest:
+		if body != 1 || p.Resend == nil {
+			return fmt.Errorf("%w: resend request", ErrBadPayload)
+		}
+	case PayloadHistory:
+		if body != 1 || p.History == nil {
+			return fmt.Errorf("%w: history chunk", ErrBadPayload)
+		}
 	}
 	return nil
 }
@@ -236,13 +274,29 @@ func (c codec) encodePayload(p *payload) ([]byte, error) {
 	return b, nil
 }
 
+// decodePayload decodes and validates a payload. It ignores the elective keys it does not know, after checking
+// that their values are CBOR within the payload's limits, and refuses a must-understand key (decode.go).
 func (c codec) decodePayload(b []byte) (*payload, error) {
 	if len(b) > MaxPayloadBytes {
 		return nil, fmt.Errorf("%w: %d bytes over cap", ErrBadPayload, len(b))
 	}
+	sc, err := c.payloadSchema.scanKeys(b)
+	if err != nil {
+		return nil, err
+	}
 	var p payload
-	if err := c.dec.Unmarshal(b, &p); err != nil {
+	if err := c.payloadDec.Unmarshal(b, &p); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrBadPayload, err)
+	}
+	for _, v := range sc.unknown {
+		// The struct decoder skipped the value; decoding it whole catches duplicate map keys inside it.
+		var x any
+		if err := c.dec.Unmarshal(v, &x); err != nil {
+			return nil, fmt.Errorf("%w: value of an elective key: %v", ErrBadPayload, err)
+		}
+	}
+	if sc.present&(1<<3) != 0 && p.Seq == 0 {
+		return nil, fmt.Errorf("%w: sequence number 0", ErrBadPayload)
 	}
 	if err := p.validate(); err != nil {
 		return nil, err
