@@ -276,6 +276,10 @@ func exactArgs(n int, msg string) cobra.PositionalArgs {
 func printMessage(out io.Writer, nm map[e2ee.AccountID]string, m client.Message) {
 	who := displayName(nm, m.Sender)
 	ts := m.Sent.Local().Format("15:04:05")
+	if m.Unsupported {
+		fmt.Fprintf(out, "[%s] %s: [message of a type this client does not support (%d); update gridchat]\n", ts, who, m.Type)
+		return
+	}
 	switch m.Type {
 	case client.PayloadText:
 		fmt.Fprintf(out, "[%s] %s: %s\n", ts, who, m.Text)
