@@ -204,18 +204,18 @@ func TestRequestTimeoutBoundsPutToStuckReplica(t *testing.T) {
 func stall(t *testing.T, nd *node.Node) func() int { return stallAfter(t, nd, nil) }
 
 // stallAfter is stall for a peer that first plays its part of the protocol with answer (when answer is not
-// nil), and then neither reads nor writes. A stream answer fails on is reset and not counted.
+// nil), and then neither reads nor writes. A stream is counted before it is answered (so the count is up to
+// date once the other side has the answer); one answer fails on is reset at once.
 func stallAfter(t *testing.T, nd *node.Node, answer func(network.Stream) error) func() int {
 	var mu sync.Mutex
 	var stuck []network.Stream
 	nd.Host().SetStreamHandler(mailboxProtocol(t, nd), func(st network.Stream) {
+		mu.Lock()
+		stuck = append(stuck, st)
+		mu.Unlock()
 		if answer != nil && answer(st) != nil {
 			_ = st.Reset()
-			return
 		}
-		mu.Lock()
-		defer mu.Unlock()
-		stuck = append(stuck, st)
 	})
 	t.Cleanup(func() {
 		mu.Lock()
@@ -429,8 +429,8 @@ func TestRequestTimeoutCutsAcksToReplicaThatStopsReading(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ss.Close()
-	if asked() != 1 {
-		t.Fatalf("the stalling replica served %d fetches, want 1", asked())
+	if reps := ss.Replicas(); len(reps) != 1 || reps[0] != nodes[2].Host().ID() || asked() != 1 {
+		t.Fatalf("fetch from %v, the stalling replica took %d fetches: want it alone, once", reps, asked())
 	}
 	// 64 full batches of ids (about 17 KiB each) are over twice the largest initial stream receive window of
 	// the grid's transports (QUIC's 512 KiB; yamux's is 256 KiB): the writes block once it is full.
