@@ -30,7 +30,8 @@ type Limits struct {
 	// DeleteMarkTTL is how long a replica remembers that an envelope was deleted, so that anti-entropy does not
 	// bring it back. It must be at least TTL (default TTL plus a day).
 	DeleteMarkTTL time.Duration
-	// RequestTimeout bounds one request to one replica (put, delete, one anti-entropy exchange).
+	// RequestTimeout bounds one request to one replica (put, delete, fetch, ack); one anti-entropy exchange,
+	// several round trips, gets three times as long on both sides.
 	RequestTimeout time.Duration
 	// HandshakeTimeout bounds the first frame of an incoming stream.
 	HandshakeTimeout time.Duration
