@@ -982,14 +982,10 @@ func (e *engine) admit(ctx context.Context, conv e2ee.ConversationID, sender *e2
 			}
 			return e.historyChunk(b, from, p.History)
 		case !p.Type.known():
-			// An unnumbered payload of a type this client does not know: surfaced, so it is not lost silently,
-			// but not kept in the history, which holds numbered messages.
-			if !known {
-				if err := e.putConv(b, conv, r); err != nil {
-					return err
-				}
-			}
-			e.emit(&MessageEvent{Message: e.toMessage(conv, sender.Account, from, p, now)})
+			// An unnumbered payload of a type this client does not know is a signal of a later version (a typing
+			// indicator, a read receipt), not content, which is always numbered: ignored, so that older clients
+			// are not flooded with notices of messages they cannot show (docs/PROTOCOL.md §9.3 "Extensions").
+			e.cfg.log.Debug("ignoring unnumbered payload of an unknown type", "from", from, "type", p.Type)
 		}
 		return nil
 	}, nil

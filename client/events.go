@@ -70,11 +70,11 @@ type Message struct {
 	// Clock is the message's causal counter (docs/PROTOCOL.md §9.3), 0 for a message from a client that
 	// predates counters. CompareMessages orders messages by it.
 	Clock uint64
-	// Unsupported is set for a message of a type this client does not know (Type holds its wire code), sent by
-	// a newer client: only Type, the sender, the times and, when it is numbered, Seq and Clock are set. The
-	// application should tell the user that a message arrived that this version cannot show. A numbered one
-	// is kept in the history (and counts as received: no gap, no resend); an unnumbered one (Seq 0) is only
-	// reported.
+	// Unsupported is set for a numbered message of a type this client does not know (Type holds its wire
+	// code), sent by a newer client: only Type, the sender, the times, Seq and Clock are set. The application
+	// should tell the user that a message arrived that this version cannot show. It is kept in the history and
+	// counts as received (no gap, no resend). An unnumbered payload of an unknown type is a signal, not
+	// content, and is ignored (docs/PROTOCOL.md §9.3 "Extensions").
 	Unsupported bool
 }
 
