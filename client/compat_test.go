@@ -384,7 +384,8 @@ func TestPayloadWithUnknownMustUnderstandKeyIsRefused(t *testing.T) {
 }
 
 // A numbered payload of a type this client does not know counts as received: the text after it shows no gap
-// and asks for no resend, and the unknown one reaches the application (and the history) as unsupported.
+// and asks for no resend, and the unknown one reaches the application (and the history) as unsupported. The
+// history keeps its payload, which a later version that knows the type shows.
 func TestUnknownNumberedTypeCountsAsReceivedAndIsSurfaced(t *testing.T) {
 	net := newMemNet()
 	a, _ := newAccount(t, net, "alice", e2ee.RenewalPolicy{})
@@ -421,6 +422,43 @@ func TestUnknownNumberedTypeCountsAsReceivedAndIsSurfaced(t *testing.T) {
 	if len(hist) != 3 || !hist[1].Unsupported || hist[1].Type != 42 || hist[1].Seq != 2 || hist[2].Text != "three" {
 		t.Fatalf("bob's history %+v", hist)
 	}
+	key, mr := storedMessage(t, b, n.conv, 2)
+	if kp, err := b.eng.cd.decodePayload(mr.Payload); err != nil || kp.Type != 42 || kp.Seq != 2 {
+		t.Fatalf("the history keeps payload %x (%+v, %v), want the unknown payload itself", mr.Payload, kp, err)
+	}
+
+	// A later version that knows the type shows what an earlier one kept. Here: the record as a version that
+	// did not know type 1 (text) would have kept a text.
+	text := n.payload(1, 2)
+	text[5] = "kept by an older version"
+	mr.Type, mr.Payload = PayloadText, mustMarshal(t, b.eng.cd, text)
+	if err := b.st.Put(msgBucket(n.conv), key, mustMarshal(t, b.eng.cd, mr)); err != nil {
+		t.Fatal(err)
+	}
+	hist, err = b.eng.messages(n.conv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(hist) != 3 || hist[1].Unsupported || hist[1].Text != "kept by an older version" || hist[1].Seq != 2 {
+		t.Fatalf("the kept payload shows as %+v", hist[1])
+	}
+}
+
+// storedMessage returns the history record of the message numbered seq in conv, and its key.
+func storedMessage(t *testing.T, d *device, conv e2ee.ConversationID, seq uint64) (string, msgRecord) {
+	t.Helper()
+	for _, k := range d.st.Keys(msgBucket(conv)) {
+		v, _ := d.st.Get(msgBucket(conv), k)
+		var mr msgRecord
+		if err := d.eng.cd.dec.Unmarshal(v, &mr); err != nil {
+			t.Fatal(err)
+		}
+		if mr.Seq == seq {
+			return k, mr
+		}
+	}
+	t.Fatalf("no message numbered %d in the history", seq)
+	return "", msgRecord{}
 }
 
 // An unnumbered payload of a type this client does not know is a later version's signal: ignored (not shown,

@@ -30,6 +30,9 @@ func schemaOf(name string, t reflect.Type) (*mapSchema, error) {
 	s := &mapSchema{name: name}
 	for i := range t.NumField() {
 		f := t.Field(i)
+		if !f.IsExported() {
+			continue // not encoded
+		}
 		tag, _, _ := strings.Cut(f.Tag.Get("cbor"), ",")
 		k, err := strconv.ParseUint(tag, 10, 6)
 		if err != nil || !strings.Contains(f.Tag.Get("cbor"), "keyasint") {

@@ -638,13 +638,15 @@ func (e *engine) senderRec(conv e2ee.ConversationID) (*senderRecord, error) {
 }
 
 // putMessage records a numbered payload in the conversation's history. Of a payload of a type this client does
-// not know it keeps what every numbered payload has (number, times, counter, type), not the fields it cannot
-// interpret.
+// not know it keeps what every numbered payload has (number, times, counter, type) and the encoded payload, which
+// a later version that knows the type shows (decodeMessage).
 func (e *engine) putMessage(b *store.Batch, conv e2ee.ConversationID, acct e2ee.AccountID, dev e2ee.DeviceID, p *payload, recv time.Time) error {
 	mr := msgRecord{Sender: acct[:], Device: dev[:], Seq: p.Seq, SentMS: p.SentMS, RecvMS: recv.UnixMilli(), Type: p.Type,
 		Outgoing: acct == e.self, Clock: p.Clock}
 	if p.Type.known() {
 		mr.Text, mr.Attachment = p.Text, p.Attachment
+	} else {
+		mr.Payload = p.raw
 	}
 	if p.Type == PayloadGroupState {
 		mr.Group = p.Group
@@ -682,6 +684,12 @@ func (e *engine) decodeMessage(conv e2ee.ConversationID, v []byte) (Message, err
 		return Message{}, fmt.Errorf("client: stored message does not decode: %v", err)
 	}
 	p := &payload{Type: mr.Type, Seq: mr.Seq, SentMS: mr.SentMS, Text: mr.Text, Attachment: mr.Attachment, Group: mr.Group, Clock: mr.Clock}
+	if mr.Payload != nil {
+		// Stored by a version that did not know the type; shown if this one does.
+		if kp, err := e.cd.decodePayload(mr.Payload); err == nil && kp.Type == mr.Type && kp.Type.known() {
+			p.Text, p.Attachment, p.Group = kp.Text, kp.Attachment, kp.Group
+		}
+	}
 	m := e.toMessage(conv, e2ee.AccountID(mr.Sender), e2ee.DeviceID(mr.Device), p, time.UnixMilli(mr.RecvMS))
 	m.Outgoing = mr.Outgoing || e2ee.AccountID(mr.Sender) == e.self
 	return m, nil

@@ -3,6 +3,7 @@ package client
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"reflect"
 	"time"
 	"unicode/utf8"
@@ -117,6 +118,8 @@ type payload struct {
 	Peer       []byte          `cbor:"12,keyasint,omitempty"` // direct conversations: the sender's peer account
 	// Clock is a numbered payload's causal counter (0: a payload from a client that predates it). See order.
 	Clock uint64 `cbor:"13,keyasint,omitempty"`
+	// raw is the encoded payload when its type is unknown to this client (decodePayload), kept in the history.
+	raw []byte
 }
 
 type attachmentBody struct {
@@ -300,6 +303,9 @@ func (c codec) decodePayload(b []byte) (*payload, error) {
 	}
 	if err := p.validate(); err != nil {
 		return nil, err
+	}
+	if !p.Type.known() {
+		p.raw = slices.Clone(b)
 	}
 	return &p, nil
 }

@@ -138,6 +138,9 @@ type msgRecord struct {
 	Group      []byte          `cbor:"9,keyasint,omitempty"`
 	Outgoing   bool            `cbor:"10,keyasint,omitempty"`
 	Clock      uint64          `cbor:"11,keyasint,omitempty"` // the payload's causal counter (0: none)
+	// Payload is the plaintext of a payload whose type this client did not know when it arrived, kept so that
+	// a later version that knows the type shows it (decodeMessage).
+	Payload []byte `cbor:"12,keyasint,omitempty"`
 }
 
 // Conversation IDs of direct and self conversations are derived, so both sides agree without a handshake.
