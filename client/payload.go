@@ -3,8 +3,8 @@ package client
 import (
 	"errors"
 	"fmt"
-	"slices"
 	"reflect"
+	"slices"
 	"time"
 	"unicode/utf8"
 
