@@ -42,6 +42,9 @@ func PresenceTopicFor(prefix protocol.ID) string {
 // be connected to several at once (failover, an overlapping reconnect, several network paths).
 const DefaultMaxPresenceGateways = 8
 
+// DefaultPresenceCacheSize is how many devices the presence cache keeps by default.
+const DefaultPresenceCacheSize = 100_000
+
 // PresenceKey returns the DHT key of a device's presence record: "/gcpres/" and the device ID in lowercase hex.
 func PresenceKey(d wire.DeviceID) string {
 	return "/" + PresenceNamespace + "/" + hex.EncodeToString(d[:])
@@ -128,7 +131,7 @@ type PresenceConfig struct {
 	// ProtocolPrefix is the grid's protocol prefix (the node's protocol_prefix): records are gossiped on
 	// PresenceTopicFor(ProtocolPrefix). Empty means the default, PresenceTopic.
 	ProtocolPrefix protocol.ID
-	// CacheSize bounds the presence cache (default 100,000 devices).
+	// CacheSize bounds the presence cache (default DefaultPresenceCacheSize, 100,000 devices).
 	CacheSize int
 	// MaxGateways bounds the gateways the cache keeps per device (default DefaultMaxPresenceGateways).
 	MaxGateways int
@@ -277,7 +280,7 @@ func (e *presenceEntry) accept(g gatewaySlot, now time.Time, maxGateways int) (t
 // arrives.
 func NewPresence(cfg PresenceConfig) (*Presence, error) {
 	if cfg.CacheSize <= 0 {
-		cfg.CacheSize = 100_000
+		cfg.CacheSize = DefaultPresenceCacheSize
 	}
 	if cfg.MaxGateways <= 0 {
 		cfg.MaxGateways = DefaultMaxPresenceGateways
