@@ -264,6 +264,8 @@ func TestBadConfigurationEndsWithOneErrorLine(t *testing.T) {
 	writeFile(t, unknownKey, "data_dir = \"x\"\n[conn_manager]\nlow_watermark = 3\n")
 	badSyntax := filepath.Join(dir, "syntax.toml")
 	writeFile(t, badSyntax, "data_dir = \n")
+	negativeLimit := filepath.Join(dir, "negative.toml")
+	writeFile(t, negativeLimit, "[link_relay]\nmax_per_conn = -2\n")
 	aFile := filepath.Join(dir, "file")
 	writeFile(t, aFile, "x")
 	loopback := []string{"--listen", "/ip4/127.0.0.1/tcp/0", "--gateway-addr", "127.0.0.1:0"}
@@ -285,6 +287,8 @@ func TestBadConfigurationEndsWithOneErrorLine(t *testing.T) {
 		{"unwritable data dir", nil, append([]string{"run", "--data-dir", filepath.Join(aFile, "data")}, loopback...), "data directory"},
 		{"unwritable data dir for id", nil, []string{"id", "--data-dir", filepath.Join(aFile, "data")}, "data directory"},
 		{"bad log level", nil, []string{"run", "--log-level", "loud"}, "log_level"},
+		{"negative limit in file", nil, []string{"run", "--config", negativeLimit}, "gridnode: link_relay.max_per_conn = -2: must not be negative"},
+		{"mailbox quorum over replicas in env", []string{"GRIDCHAT_MAILBOX_REPLICAS=2", "GRIDCHAT_MAILBOX_WRITE_QUORUM=3"}, []string{"run"}, "gridnode: mailbox.write_quorum = 3: must not exceed mailbox.replicas (2)"},
 		{"unknown flag", nil, []string{"run", "--colour"}, "unknown flag"},
 		{"swarm of zero", nil, []string{"swarm", "-n", "0"}, "want 1 to"},
 	}

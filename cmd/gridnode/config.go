@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"time"
 
@@ -15,7 +17,13 @@ import (
 	"github.com/spf13/pflag"
 	"k8s.io/klog/v2"
 
+	"github.com/iagon/gridchat/dht"
+	"github.com/iagon/gridchat/gateway"
+	"github.com/iagon/gridchat/keyregistry"
+	"github.com/iagon/gridchat/linkrelay"
 	"github.com/iagon/gridchat/node"
+	"github.com/iagon/gridchat/relay"
+	"github.com/iagon/gridchat/relay/mailbox"
 )
 
 // envPrefix starts every environment variable gridnode reads.
@@ -69,6 +77,104 @@ type Settings struct {
 			Interval  Duration `toml:"interval" env:"INTERVAL"`
 		} `toml:"anchor" envPrefix:"ANCHOR_"`
 	} `toml:"chain" envPrefix:"CHAIN_"`
+
+	// WebSocket are the WebSocket API's limits (gateway.WSLimits).
+	WebSocket struct {
+		MaxFrameBytes            int64    `toml:"max_frame_bytes" env:"MAX_FRAME_BYTES"`
+		MaxPreAuthFrameBytes     int64    `toml:"max_pre_auth_frame_bytes" env:"MAX_PRE_AUTH_FRAME_BYTES"`
+		HandshakeTimeout         Duration `toml:"handshake_timeout" env:"HANDSHAKE_TIMEOUT"`
+		PingInterval             Duration `toml:"ping_interval" env:"PING_INTERVAL"`
+		IdleTimeout              Duration `toml:"idle_timeout" env:"IDLE_TIMEOUT"`
+		WriteTimeout             Duration `toml:"write_timeout" env:"WRITE_TIMEOUT"`
+		SendQueue                int      `toml:"send_queue" env:"SEND_QUEUE"`
+		MaxInFlight              int      `toml:"max_in_flight" env:"MAX_IN_FLIGHT"`
+		RequestsPerSecond        float64  `toml:"requests_per_second" env:"REQUESTS_PER_SECOND"`
+		RequestBurst             int      `toml:"request_burst" env:"REQUEST_BURST"`
+		AccountRequestsPerSecond float64  `toml:"account_requests_per_second" env:"ACCOUNT_REQUESTS_PER_SECOND"`
+		AccountRequestBurst      int      `toml:"account_request_burst" env:"ACCOUNT_REQUEST_BURST"`
+		MaxRateViolations        int      `toml:"max_rate_violations" env:"MAX_RATE_VIOLATIONS"`
+		MaxConnsPerDevice        int      `toml:"max_conns_per_device" env:"MAX_CONNS_PER_DEVICE"`
+		MaxConns                 int      `toml:"max_conns" env:"MAX_CONNS"`
+		AckTimeout               Duration `toml:"ack_timeout" env:"ACK_TIMEOUT"`
+		DedupeWindow             int      `toml:"dedupe_window" env:"DEDUPE_WINDOW"`
+		MaxPendingPerDevice      int      `toml:"max_pending_per_device" env:"MAX_PENDING_PER_DEVICE"`
+		ClockSkew                Duration `toml:"clock_skew" env:"CLOCK_SKEW"`
+		PresenceTTL              Duration `toml:"presence_ttl" env:"PRESENCE_TTL"`
+	} `toml:"websocket" envPrefix:"WEBSOCKET_"`
+
+	// Delivery are live delivery's limits between nodes (relay.Limits) and
+	// the presence cache.
+	Delivery struct {
+		MaxCiphertext     int      `toml:"max_ciphertext" env:"MAX_CIPHERTEXT"`
+		MaxRecipients     int      `toml:"max_recipients" env:"MAX_RECIPIENTS"`
+		Window            int      `toml:"window" env:"WINDOW"`
+		LookupTimeout     Duration `toml:"lookup_timeout" env:"LOOKUP_TIMEOUT"`
+		DialTimeout       Duration `toml:"dial_timeout" env:"DIAL_TIMEOUT"`
+		WriteTimeout      Duration `toml:"write_timeout" env:"WRITE_TIMEOUT"`
+		LinkIdle          Duration `toml:"link_idle" env:"LINK_IDLE"`
+		PresenceCacheSize int      `toml:"presence_cache_size" env:"PRESENCE_CACHE_SIZE"`
+	} `toml:"delivery" envPrefix:"DELIVERY_"`
+
+	// Mailbox are the mailbox service's limits (mailbox.Limits).
+	Mailbox struct {
+		Replicas         int      `toml:"replicas" env:"REPLICAS"`
+		WriteQuorum      int      `toml:"write_quorum" env:"WRITE_QUORUM"`
+		TTL              Duration `toml:"ttl" env:"TTL"`
+		MaxCount         int      `toml:"max_count" env:"MAX_COUNT"`
+		MaxPerSender     int      `toml:"max_per_sender" env:"MAX_PER_SENDER"`
+		MaxMailboxBytes  int64    `toml:"max_mailbox_bytes" env:"MAX_MAILBOX_BYTES"`
+		MaxEnvelopeBytes int      `toml:"max_envelope_bytes" env:"MAX_ENVELOPE_BYTES"`
+		MaxTombstones    int      `toml:"max_tombstones" env:"MAX_TOMBSTONES"`
+		MaxClockSkew     Duration `toml:"max_clock_skew" env:"MAX_CLOCK_SKEW"`
+		ReplayCacheSize  int      `toml:"replay_cache_size" env:"REPLAY_CACHE_SIZE"`
+		DeleteMarkTTL    Duration `toml:"delete_mark_ttl" env:"DELETE_MARK_TTL"`
+		RequestTimeout   Duration `toml:"request_timeout" env:"REQUEST_TIMEOUT"`
+		HandshakeTimeout Duration `toml:"handshake_timeout" env:"HANDSHAKE_TIMEOUT"`
+		RepairInterval   Duration `toml:"repair_interval" env:"REPAIR_INTERVAL"`
+		ExpiryInterval   Duration `toml:"expiry_interval" env:"EXPIRY_INTERVAL"`
+		SubscriberQueue  int      `toml:"subscriber_queue" env:"SUBSCRIBER_QUEUE"`
+		MaxSessions      int      `toml:"max_sessions" env:"MAX_SESSIONS"`
+	} `toml:"mailbox" envPrefix:"MAILBOX_"`
+
+	// Directory are the key directory's limits (keyregistry.Limits) and the
+	// username lifetime its record validator applies.
+	Directory struct {
+		NonceTTL             Duration `toml:"nonce_ttl" env:"NONCE_TTL"`
+		MaxNonces            int      `toml:"max_nonces" env:"MAX_NONCES"`
+		NoncesPerConn        int      `toml:"nonces_per_conn" env:"NONCES_PER_CONN"`
+		CacheSize            int      `toml:"cache_size" env:"CACHE_SIZE"`
+		CacheTTL             Duration `toml:"cache_ttl" env:"CACHE_TTL"`
+		LookupQuorum         int      `toml:"lookup_quorum" env:"LOOKUP_QUORUM"`
+		LookupTimeout        Duration `toml:"lookup_timeout" env:"LOOKUP_TIMEOUT"`
+		PutTimeout           Duration `toml:"put_timeout" env:"PUT_TIMEOUT"`
+		RepublishInterval    Duration `toml:"republish_interval" env:"REPUBLISH_INTERVAL"`
+		PublishTimeout       Duration `toml:"publish_timeout" env:"PUBLISH_TIMEOUT"`
+		ReceiptRetryInterval Duration `toml:"receipt_retry_interval" env:"RECEIPT_RETRY_INTERVAL"`
+		UsernameLifetime     Duration `toml:"username_lifetime" env:"USERNAME_LIFETIME"`
+	} `toml:"directory" envPrefix:"DIRECTORY_"`
+
+	// LinkRelay are the device-link rendezvous' limits (linkrelay.Limits).
+	LinkRelay struct {
+		TTL            Duration `toml:"ttl" env:"TTL"`
+		MaxLifetime    Duration `toml:"max_lifetime" env:"MAX_LIFETIME"`
+		MaxFrameBytes  int      `toml:"max_frame_bytes" env:"MAX_FRAME_BYTES"`
+		MaxFrames      int      `toml:"max_frames" env:"MAX_FRAMES"`
+		MaxRendezvous  int      `toml:"max_rendezvous" env:"MAX_RENDEZVOUS"`
+		MaxPerConn     int      `toml:"max_per_conn" env:"MAX_PER_CONN"`
+		OpensPerSecond float64  `toml:"opens_per_second" env:"OPENS_PER_SECOND"`
+		OpenBurst      int      `toml:"open_burst" env:"OPEN_BURST"`
+		SweepInterval  Duration `toml:"sweep_interval" env:"SWEEP_INTERVAL"`
+	} `toml:"link_relay" envPrefix:"LINK_RELAY_"`
+
+	// GossipRepair configures the gossip watchdog (node.GossipRepairSettings).
+	GossipRepair struct {
+		Interval       Duration `toml:"interval" env:"INTERVAL"`
+		Grace          Duration `toml:"grace" env:"GRACE"`
+		ReconnectGrace Duration `toml:"reconnect_grace" env:"RECONNECT_GRACE"`
+		MaxBackoff     Duration `toml:"max_backoff" env:"MAX_BACKOFF"`
+		MaxPerTick     int      `toml:"max_per_tick" env:"MAX_PER_TICK"`
+		DialTimeout    Duration `toml:"dial_timeout" env:"DIAL_TIMEOUT"`
+	} `toml:"gossip_repair" envPrefix:"GOSSIP_REPAIR_"`
 }
 
 // Duration is a time.Duration written as a Go duration string ("90s", "5m").
@@ -132,6 +238,95 @@ func DefaultSettings() Settings {
 	ch.Anchor.Kind = c.Chain.Anchor.Kind
 	ch.Anchor.Network = c.Chain.Anchor.Network
 	ch.Anchor.Interval = Duration(c.Chain.Anchor.Interval)
+
+	ws := gateway.DefaultWSLimits()
+	w := &s.WebSocket
+	w.MaxFrameBytes = ws.MaxFrameBytes
+	w.MaxPreAuthFrameBytes = ws.MaxPreAuthFrameBytes
+	w.HandshakeTimeout = Duration(ws.HandshakeTimeout)
+	w.PingInterval = Duration(ws.PingInterval)
+	w.IdleTimeout = Duration(ws.IdleTimeout)
+	w.WriteTimeout = Duration(ws.WriteTimeout)
+	w.SendQueue = ws.SendQueue
+	w.MaxInFlight = ws.MaxInFlight
+	w.RequestsPerSecond = ws.RequestsPerSecond
+	w.RequestBurst = ws.RequestBurst
+	w.AccountRequestsPerSecond = ws.AccountRequestsPerSecond
+	w.AccountRequestBurst = ws.AccountRequestBurst
+	w.MaxRateViolations = ws.MaxRateViolations
+	w.MaxConnsPerDevice = ws.MaxConnsPerDevice
+	w.MaxConns = ws.MaxConns
+	w.AckTimeout = Duration(ws.AckTimeout)
+	w.DedupeWindow = ws.DedupeWindow
+	w.MaxPendingPerDevice = ws.MaxPendingPerDevice
+	w.ClockSkew = Duration(ws.ClockSkew)
+	w.PresenceTTL = Duration(ws.PresenceTTL)
+
+	rl := relay.DefaultLimits()
+	dl := &s.Delivery
+	dl.MaxCiphertext = rl.MaxCiphertext
+	dl.MaxRecipients = rl.MaxRecipients
+	dl.Window = rl.Window
+	dl.LookupTimeout = Duration(rl.LookupTimeout)
+	dl.DialTimeout = Duration(rl.DialTimeout)
+	dl.WriteTimeout = Duration(rl.WriteTimeout)
+	dl.LinkIdle = Duration(rl.LinkIdle)
+	dl.PresenceCacheSize = relay.DefaultPresenceCacheSize
+
+	ml := mailbox.DefaultLimits()
+	m := &s.Mailbox
+	m.Replicas = ml.Replicas
+	m.WriteQuorum = ml.WriteQuorum
+	m.TTL = Duration(ml.TTL)
+	m.MaxCount = ml.MaxCount
+	m.MaxPerSender = ml.MaxPerSender
+	m.MaxMailboxBytes = ml.MaxMailboxBytes
+	m.MaxEnvelopeBytes = ml.MaxEnvelopeBytes
+	m.MaxTombstones = ml.MaxTombstones
+	m.MaxClockSkew = Duration(ml.MaxClockSkew)
+	m.ReplayCacheSize = ml.ReplayCacheSize
+	m.DeleteMarkTTL = Duration(ml.DeleteMarkTTL)
+	m.RequestTimeout = Duration(ml.RequestTimeout)
+	m.HandshakeTimeout = Duration(ml.HandshakeTimeout)
+	m.RepairInterval = Duration(ml.RepairInterval)
+	m.ExpiryInterval = Duration(ml.ExpiryInterval)
+	m.SubscriberQueue = ml.SubscriberQueue
+	m.MaxSessions = ml.MaxSessions
+
+	kl := keyregistry.DefaultLimits()
+	dir := &s.Directory
+	dir.NonceTTL = Duration(kl.NonceTTL)
+	dir.MaxNonces = kl.MaxNonces
+	dir.NoncesPerConn = kl.NoncesPerConn
+	dir.CacheSize = kl.CacheSize
+	dir.CacheTTL = Duration(kl.CacheTTL)
+	dir.LookupQuorum = kl.LookupQuorum
+	dir.LookupTimeout = Duration(kl.LookupTimeout)
+	dir.PutTimeout = Duration(kl.PutTimeout)
+	dir.RepublishInterval = Duration(kl.RepublishInterval)
+	dir.PublishTimeout = Duration(kl.PublishTimeout)
+	dir.ReceiptRetryInterval = Duration(kl.ReceiptRetryInterval)
+	dir.UsernameLifetime = Duration(keyregistry.DefaultUsernameLifetime)
+
+	ll := linkrelay.DefaultLimits()
+	lr := &s.LinkRelay
+	lr.TTL = Duration(ll.TTL)
+	lr.MaxLifetime = Duration(ll.MaxLifetime)
+	lr.MaxFrameBytes = ll.MaxFrameBytes
+	lr.MaxFrames = ll.MaxFrames
+	lr.MaxRendezvous = ll.MaxRendezvous
+	lr.MaxPerConn = ll.MaxPerConn
+	lr.OpensPerSecond = ll.OpensPerSecond
+	lr.OpenBurst = ll.OpenBurst
+	lr.SweepInterval = Duration(ll.SweepInterval)
+
+	g := &s.GossipRepair
+	g.Interval = Duration(c.GossipRepair.Interval)
+	g.Grace = Duration(c.GossipRepair.Grace)
+	g.ReconnectGrace = Duration(c.GossipRepair.ReconnectGrace)
+	g.MaxBackoff = Duration(c.GossipRepair.MaxBackoff)
+	g.MaxPerTick = c.GossipRepair.MaxPerTick
+	g.DialTimeout = Duration(c.GossipRepair.DialTimeout)
 	return s
 }
 
@@ -305,7 +500,73 @@ func loadSettings(fs *pflag.FlagSet, f *flagSettings, configPath string, environ
 	if f != nil {
 		f.applyFlags(fs, &s)
 	}
+	s = s.withDefaults()
+	if err := s.validate(); err != nil {
+		return s, err
+	}
 	return s, nil
+}
+
+// withDefaults returns s with every number that is 0 replaced by its
+// default: a 0 in any layer means "the default".
+func (s Settings) withDefaults() Settings {
+	d := DefaultSettings()
+	walkNumbers(reflect.ValueOf(&s).Elem(), reflect.ValueOf(d), "", func(v, def reflect.Value, _ string) {
+		if v.IsZero() {
+			v.Set(def)
+		}
+	})
+	return s
+}
+
+// validate refuses negative or non-finite numbers and values that
+// contradict each other, naming the TOML key. The node checks the rest
+// (addresses, the connection manager's water marks, the chain settings).
+func (s Settings) validate() error {
+	var err error
+	walkNumbers(reflect.ValueOf(s), reflect.ValueOf(s), "", func(v, _ reflect.Value, key string) {
+		if err != nil {
+			return
+		}
+		switch {
+		case v.CanInt() && v.Int() < 0:
+			err = fmt.Errorf("%s = %d: must not be negative", key, v.Int())
+		case v.CanFloat() && (v.Float() < 0 || math.IsNaN(v.Float()) || math.IsInf(v.Float(), 0)):
+			err = fmt.Errorf("%s = %v: must be a positive number", key, v.Float())
+		}
+	})
+	if err != nil {
+		return err
+	}
+	m := s.Mailbox
+	if m.WriteQuorum > m.Replicas {
+		return fmt.Errorf("mailbox.write_quorum = %d: must not exceed mailbox.replicas (%d)", m.WriteQuorum, m.Replicas)
+	}
+	if m.DeleteMarkTTL < m.TTL {
+		return fmt.Errorf("mailbox.delete_mark_ttl = %s: must be at least mailbox.ttl (%s); raise both together",
+			time.Duration(m.DeleteMarkTTL), time.Duration(m.TTL))
+	}
+	if r := time.Duration(s.Directory.RepublishInterval); r >= dht.DefaultMaxRecordAge {
+		return fmt.Errorf("directory.republish_interval = %s: must be below the DHT record lifetime (%s)", r, dht.DefaultMaxRecordAge)
+	}
+	return nil
+}
+
+// walkNumbers calls fn with every number field of v (a Settings or one of
+// its sections), the same field of def, and the field's dotted TOML key.
+func walkNumbers(v, def reflect.Value, prefix string, fn func(v, def reflect.Value, key string)) {
+	t := v.Type()
+	for i := range t.NumField() {
+		f := t.Field(i)
+		name, _, _ := strings.Cut(f.Tag.Get("toml"), ",")
+		key := prefix + name
+		switch f.Type.Kind() {
+		case reflect.Struct:
+			walkNumbers(v.Field(i), def.Field(i), key+".", fn)
+		case reflect.Int, reflect.Int64, reflect.Float64:
+			fn(v.Field(i), def.Field(i), key)
+		}
+	}
 }
 
 // logger builds the slog logger the settings ask for, writing to w. It also
@@ -374,6 +635,99 @@ func (s Settings) nodeConfig(log *slog.Logger) node.Config {
 	a.Interval = time.Duration(s.Chain.Anchor.Interval)
 	if a.IndexURL == "" && a.Kind == node.AnchorBlockfrost {
 		a.IndexURL = a.Address
+	}
+
+	w := s.WebSocket
+	c.Delivery.WS = gateway.WSLimits{
+		MaxFrameBytes:            w.MaxFrameBytes,
+		MaxPreAuthFrameBytes:     w.MaxPreAuthFrameBytes,
+		HandshakeTimeout:         time.Duration(w.HandshakeTimeout),
+		PingInterval:             time.Duration(w.PingInterval),
+		IdleTimeout:              time.Duration(w.IdleTimeout),
+		WriteTimeout:             time.Duration(w.WriteTimeout),
+		SendQueue:                w.SendQueue,
+		MaxInFlight:              w.MaxInFlight,
+		RequestsPerSecond:        w.RequestsPerSecond,
+		RequestBurst:             w.RequestBurst,
+		AccountRequestsPerSecond: w.AccountRequestsPerSecond,
+		AccountRequestBurst:      w.AccountRequestBurst,
+		MaxRateViolations:        w.MaxRateViolations,
+		MaxConnsPerDevice:        w.MaxConnsPerDevice,
+		MaxConns:                 w.MaxConns,
+		AckTimeout:               time.Duration(w.AckTimeout),
+		DedupeWindow:             w.DedupeWindow,
+		MaxPendingPerDevice:      w.MaxPendingPerDevice,
+		ClockSkew:                time.Duration(w.ClockSkew),
+		PresenceTTL:              time.Duration(w.PresenceTTL),
+	}
+	dl := s.Delivery
+	// The relay's AckTimeout is left zero: the node then uses the WebSocket
+	// API's, so websocket.ack_timeout bounds both.
+	c.Delivery.Relay = relay.Limits{
+		MaxCiphertext: dl.MaxCiphertext,
+		MaxRecipients: dl.MaxRecipients,
+		Window:        dl.Window,
+		LookupTimeout: time.Duration(dl.LookupTimeout),
+		DialTimeout:   time.Duration(dl.DialTimeout),
+		WriteTimeout:  time.Duration(dl.WriteTimeout),
+		LinkIdle:      time.Duration(dl.LinkIdle),
+	}
+	c.Delivery.PresenceCacheSize = dl.PresenceCacheSize
+	m := s.Mailbox
+	c.Mailbox.Limits = mailbox.Limits{
+		Replicas:         m.Replicas,
+		WriteQuorum:      m.WriteQuorum,
+		TTL:              time.Duration(m.TTL),
+		MaxCount:         m.MaxCount,
+		MaxPerSender:     m.MaxPerSender,
+		MaxMailboxBytes:  m.MaxMailboxBytes,
+		MaxEnvelopeBytes: m.MaxEnvelopeBytes,
+		MaxTombstones:    m.MaxTombstones,
+		MaxClockSkew:     time.Duration(m.MaxClockSkew),
+		ReplayCacheSize:  m.ReplayCacheSize,
+		DeleteMarkTTL:    time.Duration(m.DeleteMarkTTL),
+		RequestTimeout:   time.Duration(m.RequestTimeout),
+		HandshakeTimeout: time.Duration(m.HandshakeTimeout),
+		RepairInterval:   time.Duration(m.RepairInterval),
+		ExpiryInterval:   time.Duration(m.ExpiryInterval),
+		SubscriberQueue:  m.SubscriberQueue,
+		MaxSessions:      m.MaxSessions,
+	}
+	d := s.Directory
+	c.Directory.Limits = keyregistry.Limits{
+		NonceTTL:             time.Duration(d.NonceTTL),
+		MaxNonces:            d.MaxNonces,
+		NoncesPerConn:        d.NoncesPerConn,
+		CacheSize:            d.CacheSize,
+		CacheTTL:             time.Duration(d.CacheTTL),
+		LookupQuorum:         d.LookupQuorum,
+		LookupTimeout:        time.Duration(d.LookupTimeout),
+		PutTimeout:           time.Duration(d.PutTimeout),
+		RepublishInterval:    time.Duration(d.RepublishInterval),
+		PublishTimeout:       time.Duration(d.PublishTimeout),
+		ReceiptRetryInterval: time.Duration(d.ReceiptRetryInterval),
+	}
+	c.Directory.Validator.UsernameLifetime = time.Duration(d.UsernameLifetime)
+	l := s.LinkRelay
+	c.LinkRelay.Limits = linkrelay.Limits{
+		TTL:            time.Duration(l.TTL),
+		MaxLifetime:    time.Duration(l.MaxLifetime),
+		MaxFrameBytes:  l.MaxFrameBytes,
+		MaxFrames:      l.MaxFrames,
+		MaxRendezvous:  l.MaxRendezvous,
+		MaxPerConn:     l.MaxPerConn,
+		OpensPerSecond: l.OpensPerSecond,
+		OpenBurst:      l.OpenBurst,
+		SweepInterval:  time.Duration(l.SweepInterval),
+	}
+	g := s.GossipRepair
+	c.GossipRepair = node.GossipRepairSettings{
+		Interval:       time.Duration(g.Interval),
+		Grace:          time.Duration(g.Grace),
+		ReconnectGrace: time.Duration(g.ReconnectGrace),
+		MaxBackoff:     time.Duration(g.MaxBackoff),
+		MaxPerTick:     g.MaxPerTick,
+		DialTimeout:    time.Duration(g.DialTimeout),
 	}
 	c.Logger = log
 	return c

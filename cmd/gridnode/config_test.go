@@ -111,6 +111,10 @@ func FuzzDecodeTOML(f *testing.F) {
 	f.Add([]byte(`data_dir = "/x"` + "\n[conn_manager]\nlow_water = 3\n"))
 	f.Add([]byte("listen_addrs = [\"/ip4/0.0.0.0/tcp/7400\"]\nshutdown_timeout = \"5s\"\n"))
 	f.Add([]byte("[resources]\nmax_memory = 1024\n"))
+	f.Add([]byte("[mailbox]\nreplicas = 5\nwrite_quorum = 3\nttl = \"240h\"\ndelete_mark_ttl = \"264h\"\n"))
+	f.Add([]byte("[websocket]\nrequests_per_second = 12.5\nmax_conns = 9\nidle_timeout = \"2m\"\n[delivery]\nwindow = 64\n"))
+	f.Add([]byte("[directory]\nrepublish_interval = \"6h\"\nusername_lifetime = \"720h\"\n[link_relay]\nopens_per_second = nan\n"))
+	f.Add([]byte("[gossip_repair]\nmax_per_tick = -1\ninterval = \"1s\"\n[mailbox]\nwrite_quorum = 9\n"))
 	f.Fuzz(func(t *testing.T, raw []byte) {
 		s := DefaultSettings()
 		err := decodeTOML(raw, &s)
@@ -120,12 +124,32 @@ func FuzzDecodeTOML(f *testing.F) {
 		if err == nil && time.Duration(s.ShutdownTimeout) < 0 {
 			t.Fatal("negative duration accepted")
 		}
+		if err != nil {
+			return
+		}
+		s = s.withDefaults()
+		if err := s.validate(); err != nil {
+			if strings.Contains(err.Error(), "\n") {
+				t.Fatalf("multi-line error %q", err)
+			}
+			return
+		}
+		m := s.Mailbox
+		if m.WriteQuorum > m.Replicas || m.DeleteMarkTTL < m.TTL || s.WebSocket.RequestsPerSecond <= 0 ||
+			s.LinkRelay.OpensPerSecond <= 0 || s.GossipRepair.MaxPerTick <= 0 {
+			t.Fatalf("inconsistent settings accepted: %+v", s)
+		}
 	})
 }
 
 func TestExampleConfigFileIsValidAndStatesTheDefaults(t *testing.T) {
-	s := DefaultSettings()
+	// Decoded over nothing, so a key missing from the file stays zero and
+	// differs from its default.
+	var s Settings
 	if err := s.applyFile(filepath.Join("..", "..", "deploy", "gridnode.toml")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.validate(); err != nil {
 		t.Fatal(err)
 	}
 	want := DefaultSettings()
