@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"os"
 	"path/filepath"
 	"reflect"
 	"slices"
@@ -301,5 +302,35 @@ func TestDefaultSettingsStateTheServicesDefaults(t *testing.T) {
 	}
 	if c.GossipRepair != node.DefaultConfig().GossipRepair {
 		t.Errorf("gossip_repair:\n got %+v\nwant %+v", c.GossipRepair, node.DefaultConfig().GossipRepair)
+	}
+}
+
+// settingKeys returns the dotted TOML key and the environment variable of
+// every setting of t.
+func settingKeys(t reflect.Type, key, env string) [][2]string {
+	var out [][2]string
+	for i := range t.NumField() {
+		f := t.Field(i)
+		name, _, _ := strings.Cut(f.Tag.Get("toml"), ",")
+		if f.Type.Kind() == reflect.Struct {
+			out = append(out, settingKeys(f.Type, key+name+".", env+f.Tag.Get("envPrefix"))...)
+			continue
+		}
+		out = append(out, [2]string{key + name, env + f.Tag.Get("env")})
+	}
+	return out
+}
+
+func TestReadmeListsEverySetting(t *testing.T) {
+	raw, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	readme := string(raw)
+	for _, k := range settingKeys(reflect.TypeOf(Settings{}), "", envPrefix) {
+		row := fmt.Sprintf("| `%s` | `%s` |", k[0], k[1])
+		if !strings.Contains(readme, row) {
+			t.Errorf("README.md has no row starting %s", row)
+		}
 	}
 }
