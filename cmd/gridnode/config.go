@@ -34,7 +34,9 @@ const maxConfigFileSize = 1 << 20
 
 // Settings is gridnode's configuration, as written in the TOML file (keys),
 // the environment (GRIDCHAT_ + the env tag) and flags. Each layer sets only
-// what it names: flags > environment > file > defaults.
+// what it names: flags > environment > file > defaults. A number that is 0
+// after layering takes its default. The sections after Chain carry the
+// services' limits; README.md says which must be equal on every node.
 type Settings struct {
 	DataDir         string   `toml:"data_dir" env:"DATA_DIR"`
 	ListenAddrs     []string `toml:"listen_addrs" env:"LISTEN_ADDRS"`
