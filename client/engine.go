@@ -737,6 +737,11 @@ func (e *engine) receive(ctx context.Context, id wire.MessageID, from e2ee.Devic
 
 // receiveEnvelope processes one whole (unfragmented or reassembled) envelope under message ID idKey (hex).
 func (e *engine) receiveEnvelope(ctx context.Context, idKey string, from e2ee.DeviceID, env *envelope) error {
+	if env.empty() {
+		// A later version's envelope with only elective content: nothing for this client (docs/PROTOCOL.md §9.1).
+		e.cfg.log.Debug("ignoring envelope with only elective keys this client does not know", "from", from)
+		return e.markSeen(idKey)
+	}
 	senderState, senderPub, err := e.accts.ofDevice(ctx, from)
 	if err != nil {
 		if errors.Is(err, ErrRevokedDevice) || errors.Is(err, ErrNotFound) || errors.Is(err, ErrForked) {

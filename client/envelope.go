@@ -42,13 +42,18 @@ func (c codec) encodeEnvelope(e *envelope) ([]byte, error) {
 	return b, nil
 }
 
+// decodeEnvelope decodes and checks an envelope. It ignores the elective keys it does not know, in the envelope
+// and in its fragment, after checking that their values are CBOR within the codec's limits, and refuses a
+// must-understand key with an error naming it (docs/PROTOCOL.md §9.1 "Extensions"). An envelope that carries
+// nothing this client knows besides elective keys decodes, and is empty.
 func (c codec) decodeEnvelope(b []byte) (*envelope, error) {
 	if len(b) > MaxEnvelopeBytes {
 		return nil, fmt.Errorf("%w: envelope of %d bytes", ErrBadPayload, len(b))
 	}
 	var e envelope
-	if err := c.dec.Unmarshal(b, &e); err != nil {
-		return nil, fmt.Errorf("%w: envelope: %v", ErrBadPayload, err)
+	sc, err := c.decodeExtensible(c.envelopeSchema, b, &e)
+	if err != nil {
+		return nil, err
 	}
 	if e.V != EnvelopeVersion {
 		return nil, fmt.Errorf("%w: envelope version %d", ErrBadPayload, e.V)
@@ -63,8 +68,14 @@ func (c codec) decodeEnvelope(b []byte) (*envelope, error) {
 		return &e, nil
 	}
 	if len(e.Message) > maxMessageBytes || len(e.KeyDist) > maxKeyDistBytes || len(e.Keys) > maxEnvelopeKeys ||
-		(len(e.Message) == 0 && (len(e.KeyDist) > 0 || (len(e.Keys) == 0 && !e.WantKeys))) {
+		(len(e.Message) == 0 && len(e.KeyDist) > 0) || (e.empty() && sc.elective == 0) {
 		return nil, fmt.Errorf("%w: envelope fields", ErrBadPayload)
 	}
 	return &e, nil
+}
+
+// empty reports whether e carries nothing this client processes: no message, no keys, no key request and no
+// fragment. Only an envelope of a later version, with elective keys alone, decodes empty.
+func (e *envelope) empty() bool {
+	return len(e.Message) == 0 && len(e.Keys) == 0 && !e.WantKeys && e.Frag == nil
 }

@@ -3,7 +3,6 @@ package client
 import (
 	"errors"
 	"fmt"
-	"reflect"
 	"slices"
 	"time"
 	"unicode/utf8"
@@ -146,10 +145,11 @@ type historyBody struct {
 type codec struct {
 	enc cbor.EncMode
 	dec cbor.DecMode
-	// payloadDec decodes payloads: as dec, but it skips map keys without a field, which scanKeys checked
-	// first against payloadSchema (decode.go).
-	payloadDec    cbor.DecMode
-	payloadSchema *mapSchema
+	// extDec decodes the maps a later version may extend (payloads, envelopes, group-state records): as dec,
+	// but it skips map keys without a field, which decodeExtensible checked first against their schema
+	// (decode.go).
+	extDec cbor.DecMode
+	schemas
 }
 
 func newCodec() (codec, error) {
@@ -171,15 +171,15 @@ func newCodec() (codec, error) {
 		return codec{}, err
 	}
 	opts.ExtraReturnErrors = cbor.ExtraDecErrorNone
-	payloadDec, err := opts.DecMode()
+	extDec, err := opts.DecMode()
 	if err != nil {
 		return codec{}, err
 	}
-	schema, err := schemaOf("payload", reflect.TypeFor[payload]())
+	sch, err := newSchemas()
 	if err != nil {
 		return codec{}, err
 	}
-	return codec{enc: enc, dec: dec, payloadDec: payloadDec, payloadSchema: schema}, nil
+	return codec{enc: enc, dec: dec, extDec: extDec, schemas: sch}, nil
 }
 
 // ErrBadPayload is returned for a decrypted message whose plaintext is not a valid payload.
@@ -283,20 +283,10 @@ func (c codec) decodePayload(b []byte) (*payload, error) {
 	if len(b) > MaxPayloadBytes {
 		return nil, fmt.Errorf("%w: %d bytes over cap", ErrBadPayload, len(b))
 	}
-	sc, err := c.payloadSchema.scanKeys(b)
+	var p payload
+	sc, err := c.decodeExtensible(c.payloadSchema, b, &p)
 	if err != nil {
 		return nil, err
-	}
-	var p payload
-	if err := c.payloadDec.Unmarshal(b, &p); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrBadPayload, err)
-	}
-	for _, v := range sc.unknown {
-		// The struct decoder skipped the value; decoding it whole catches duplicate map keys inside it.
-		var x any
-		if err := c.dec.Unmarshal(v, &x); err != nil {
-			return nil, fmt.Errorf("%w: value of an elective key: %v", ErrBadPayload, err)
-		}
 	}
 	if sc.present&(1<<3) != 0 && p.Seq == 0 {
 		return nil, fmt.Errorf("%w: sequence number 0", ErrBadPayload)
