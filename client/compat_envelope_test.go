@@ -10,14 +10,16 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/iagon/gridchat/client/store"
 	"github.com/iagon/gridchat/e2ee"
 	"github.com/iagon/gridchat/wire"
 )
 
-// Forward compatibility of client envelopes (docs/PROTOCOL.md §9.1 "Extensions"): what a newer client may put
-// in them that this one does not know, and how this one treats it. The rule is the payload's (§9.3,
-// compat_test.go).
+// Forward compatibility of client envelopes (docs/PROTOCOL.md §9.1 "Extensions") and group-state records
+// (§9.5 "Extensions"): what a newer client may put in them that this one does not know, and how this one
+// treats it. The rule is the payload's (§9.3, compat_test.go).
 
 // envMap is an envelope as a map, for a test to add what a newer client would.
 func envMap(kd, msg []byte) map[int]any {
@@ -303,6 +305,214 @@ func TestEnvelopeWithOnlyElectiveContentIsAcknowledged(t *testing.T) {
 	}
 	if strings.Contains(logs.String(), "level=WARN") {
 		t.Errorf("bob warned of an envelope with only elective keys:\n%s", logs.String())
+	}
+}
+
+// newerGroupRecord is a group-state record as a newer client's admin device dev signs it: body and record are
+// maps the test adds to (zero values: none), the body encoded and signed as it is.
+func newerGroupRecord(t *testing.T, cd codec, dev *e2ee.DeviceKeys, g *GroupState, body, record map[int]any) []byte {
+	t.Helper()
+	accts := func(as []e2ee.AccountID) [][]byte {
+		var out [][]byte
+		for _, a := range as {
+			out = append(out, bytes.Clone(a[:]))
+		}
+		return out
+	}
+	gb := map[int]any{1: 1, 2: g.Conversation[:], 3: g.Version, 4: g.Prev[:], 5: g.Name, 6: accts(g.Members),
+		7: accts(g.Admins), 8: g.Signer[:], 9: g.Time.Unix()}
+	for k, v := range body {
+		gb[k] = v
+	}
+	bb := mustMarshal(t, cd, gb)
+	req, err := e2ee.SignRequest(dev, GroupStatePurpose, bb, g.Time)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := map[int]any{1: bb, 2: req.Encode()}
+	for k, v := range record {
+		rec[k] = v
+	}
+	return mustMarshal(t, cd, rec)
+}
+
+func TestGroupStateIgnoresUnknownElectiveKeys(t *testing.T) {
+	cd := mustCodec(t)
+	now := time.Now()
+	dk, _ := e2ee.NewDeviceKeys(now)
+	c, _ := e2ee.NewAccount(dk, now)
+	st, _ := e2ee.Replay(c)
+	conv, _ := e2ee.NewConversationID()
+	g := &GroupState{Conversation: conv, Version: 1, Name: "g", Members: []e2ee.AccountID{st.Account},
+		Admins: []e2ee.AccountID{st.Account}, Signer: st.Account, Time: now.UTC().Truncate(time.Second)}
+	good := map[string][2]map[int]any{
+		"elective keys in the body":   {{10: "description", 11: map[int]any{1: []any{"x"}}, 64: true}, nil},
+		"elective keys in the record": {nil, {3: []byte("a second signature"), 0: 1}},
+		"both":                        {{0: nil}, {100: map[any]any{"k": 1}}},
+	}
+	for name, kv := range good {
+		rec := newerGroupRecord(t, cd, dk, g, kv[0], kv[1])
+		got, err := cd.verifyGroupState(rec, nil, nil, st)
+		if err != nil {
+			t.Errorf("%s: refused: %v", name, err)
+			continue
+		}
+		if got.Name != "g" || got.Version != 1 || !got.IsAdmin(st.Account) || !got.Time.Equal(g.Time) {
+			t.Errorf("%s: decoded %+v", name, got)
+		}
+	}
+	bad := map[string]struct {
+		kv   [2]map[int]any
+		want string
+	}{
+		"must-understand key in the body":   {[2]map[int]any{{-4: "expires"}, nil}, "group-state body has must-understand key -4"},
+		"must-understand key in the record": {[2]map[int]any{nil, {-2: "x"}}, "group-state record has must-understand key -2"},
+		"elective value nested too deep":    {[2]map[int]any{{10: nested(payloadMaxNesting)}, nil}, "nested deeper"},
+		"elective map over 32 pairs": {[2]map[int]any{nil, {3: func() map[int]any {
+			m := map[int]any{}
+			for i := range 33 {
+				m[i] = i
+			}
+			return m
+		}()}}, "pairs"},
+	}
+	for name, c := range bad {
+		_, _, _, err := cd.decodeGroupState(newerGroupRecord(t, cd, dk, g, c.kv[0], c.kv[1]))
+		if !errors.Is(err, ErrBadGroupState) || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: got %v, want a bad group-state error containing %q", name, err, c.want)
+		}
+	}
+	// A duplicate key and a non-integer key, which the encoder does not write.
+	ok := newerGroupRecord(t, cd, dk, g, nil, nil)
+	for name, pair := range map[string][]byte{"duplicate key": {0x01, 0x40}, "text key": {0x61, 'x', 0x01}} {
+		rec := append([]byte{ok[0] + 1}, ok[1:]...)
+		if _, _, _, err := cd.decodeGroupState(append(rec, pair...)); !errors.Is(err, ErrBadGroupState) {
+			t.Errorf("%s in the record: got %v, want ErrBadGroupState", name, err)
+		}
+	}
+}
+
+// A group-state record of a newer admin's client, with elective keys in its signed body and in the record, is
+// applied by this client, kept as the bytes received, and forwarded as them: a member this client reaches first
+// verifies it, and the version this client signs next names its hash, which the newer admin's device (holding
+// the original) accepts. A must-understand key refuses the record, as a first record and as a successor.
+func TestGroupStateWithElectiveKeysAppliesAndIsForwardedVerbatim(t *testing.T) {
+	net := newMemNet()
+	alice, _ := newAccount(t, net, "alice", e2ee.RenewalPolicy{})
+	bob, _ := newAccount(t, net, "bob", e2ee.RenewalPolicy{})
+	carol, _ := newAccount(t, net, "carol", e2ee.RenewalPolicy{})
+	dave, _ := newAccount(t, net, "dave", e2ee.RenewalPolicy{})
+	var logs lockedBuffer
+	bob.eng.cfg.log = slog.New(slog.NewTextHandler(&logs, nil))
+	all := []*device{alice, bob, carol, dave}
+	sorted := func(ds ...*device) []e2ee.AccountID {
+		var out []e2ee.AccountID
+		for _, d := range ds {
+			out = append(out, d.eng.self)
+		}
+		slices.SortFunc(out, cmpAccount)
+		return out
+	}
+	conv, _ := e2ee.NewConversationID()
+	g1 := &GroupState{Conversation: conv, Version: 1, Name: "newer", Members: sorted(alice, bob, carol),
+		Admins: sorted(alice, bob), Signer: alice.eng.self, Time: time.Now().UTC().Truncate(time.Second)}
+	rec1 := newerGroupRecord(t, alice.eng.cd, alice.keys, g1,
+		map[int]any{10: "a description", 11: map[int]any{1: []any{"pinned"}}}, map[int]any{3: []byte("co-signature")})
+	if err := alice.eng.ensureConv(conv, &convRecord{Kind: Group, Group: rec1}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := alice.eng.send(context.Background(), conv, &payload{Type: PayloadGroupState, Group: rec1}, sendOpts{}); err != nil {
+		t.Fatal(err)
+	}
+	// Carol misses it: bob is the first to tell her of the group.
+	net.mu.Lock()
+	delete(net.inbox, carol.keys.ID())
+	net.mu.Unlock()
+	deliver(t, alice, bob)
+	r, ok := bob.eng.conv(conv)
+	if !ok || !bytes.Equal(r.Group, rec1) {
+		t.Fatalf("bob keeps %x, want the record as received", r.Group)
+	}
+	if c, err := bob.eng.conversation(conv); err != nil || c.Group == nil || c.Group.Name != "newer" || c.Group.Version != 1 {
+		t.Fatalf("bob's conversation %+v, %v", c, err)
+	}
+
+	// Bob's first message in the group carries the record (it carries his session's key distribution).
+	sendText(t, bob, conv, "bob forwards the record")
+	deliver(t, all...)
+	for _, d := range []*device{alice, carol} {
+		if got := texts(t, d, conv); !slices.Equal(got, []string{"bob forwards the record"}) {
+			t.Fatalf("%x shows %q", d.eng.self[:4], got)
+		}
+	}
+	if r, ok := carol.eng.conv(conv); !ok || !bytes.Equal(r.Group, rec1) {
+		t.Fatal("carol does not keep the record bob forwarded as alice signed it")
+	}
+
+	// Bob adds dave: version 2 names the hash of the record as bob keeps it.
+	r, _ = bob.eng.conv(conv)
+	cur, _, _, err := bob.eng.cd.decodeGroupState(r.Group)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g2 := *cur
+	g2.Members = sorted(alice, bob, carol, dave)
+	g2.Version, g2.Prev, g2.Signer, g2.Time = 2, groupHash(r.Group), bob.eng.self, time.Now().UTC()
+	rec2, err := bob.eng.cd.signGroupState(bob.keys, &g2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Group = rec2
+	if err := bob.st.Update(func(b *store.Batch) error { return bob.eng.putConv(b, conv, r) }); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bob.eng.send(context.Background(), conv, &payload{Type: PayloadGroupState, Group: rec2}, sendOpts{}); err != nil {
+		t.Fatal(err)
+	}
+	deliver(t, all...)
+	for _, d := range all {
+		c, err := d.eng.conversation(conv)
+		if err != nil || c.Group == nil || c.Group.Version != 2 || !c.Group.IsMember(dave.eng.self) {
+			t.Fatalf("%x holds %+v (%v), want version 2 with dave", d.eng.self[:4], c.Group, err)
+		}
+	}
+
+	// A version 3 from the newer admin with a must-understand key is refused: bob stays at version 2.
+	g3 := g2
+	g3.Version, g3.Prev, g3.Signer, g3.Time, g3.Name = 3, groupHash(rec2), alice.eng.self, time.Now().UTC(), "renamed"
+	rec3 := newerGroupRecord(t, alice.eng.cd, alice.keys, &g3, map[int]any{-4: "expires"}, nil)
+	if _, err := alice.eng.send(context.Background(), conv, &payload{Type: PayloadGroupState, Group: rec3}, sendOpts{}); err != nil {
+		t.Fatal(err)
+	}
+	bob.eng.ev.take()
+	deliver(t, alice, bob)
+	if c, _ := bob.eng.conversation(conv); c.Group == nil || c.Group.Version != 2 {
+		t.Fatalf("bob applied %+v, want version 2 kept", c.Group)
+	}
+	if msgs, _ := received(t, bob); len(msgs) != 0 {
+		t.Fatalf("bob was told of %+v", msgs)
+	}
+	if !strings.Contains(logs.String(), "group-state body has must-understand key -4") {
+		t.Errorf("bob's log does not name the must-understand key:\n%s", logs.String())
+	}
+
+	// As the first record of a group, from a member this client never heard of it from.
+	conv2, _ := e2ee.NewConversationID()
+	g := *g1
+	g.Conversation = conv2
+	recX := newerGroupRecord(t, alice.eng.cd, alice.keys, &g, nil, map[int]any{-2: "x"})
+	if err := alice.eng.ensureConv(conv2, &convRecord{Kind: Group, Group: newerGroupRecord(t, alice.eng.cd, alice.keys, &g, nil, nil)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := alice.eng.send(context.Background(), conv2, &payload{Type: PayloadGroupState, Group: recX}, sendOpts{}); err != nil {
+		t.Fatal(err)
+	}
+	deliver(t, alice, bob)
+	if _, ok := bob.eng.conv(conv2); ok {
+		t.Fatal("bob made a group from a record with a must-understand key")
+	}
+	if !strings.Contains(logs.String(), "group-state record has must-understand key -2") {
+		t.Errorf("bob's log does not name the must-understand key:\n%s", logs.String())
 	}
 }
 

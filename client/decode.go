@@ -9,7 +9,8 @@ import (
 	"strings"
 )
 
-// Forward compatibility of payloads (docs/PROTOCOL.md §9.3 "Extensions") and client envelopes (§9.1). The struct decoder skips map keys it has no field for; scanKeys, run before it,
+// Forward compatibility of payloads (docs/PROTOCOL.md §9.3 "Extensions"), client envelopes (§9.1) and
+// group-state records (§9.5). The struct decoder skips map keys it has no field for; scanKeys, run before it,
 // decides which of them may be skipped: a non-negative integer key is an elective extension (ignored, but its
 // value must be CBOR within the codec's limits, duplicate map keys included), a negative one is a
 // must-understand extension (this version knows none, so the map is refused, naming the key), and any other
@@ -21,8 +22,10 @@ const payloadMaxNesting = 6
 
 // schemas are the maps the codec decodes with decodeExtensible.
 type schemas struct {
-	payloadSchema  *mapSchema // §9.3, with its attachment, resend and history bodies
-	envelopeSchema *mapSchema // §9.1, with its fragment
+	payloadSchema     *mapSchema // §9.3, with its attachment, resend and history bodies
+	envelopeSchema    *mapSchema // §9.1, with its fragment
+	groupRecordSchema *mapSchema // §9.5 group_record, not signed
+	groupBodySchema   *mapSchema // §9.5 group_body, signed
 }
 
 func newSchemas() (schemas, error) {
@@ -36,6 +39,8 @@ func newSchemas() (schemas, error) {
 	}{
 		{&s.payloadSchema, "payload", ErrBadPayload, reflect.TypeFor[payload]()},
 		{&s.envelopeSchema, "envelope", ErrBadPayload, reflect.TypeFor[envelope]()},
+		{&s.groupRecordSchema, "group-state record", ErrBadGroupState, reflect.TypeFor[signedGroup]()},
+		{&s.groupBodySchema, "group-state body", ErrBadGroupState, reflect.TypeFor[groupBody]()},
 	} {
 		if *x.to, err = schemaOf(x.name, x.bad, x.t); err != nil {
 			return schemas{}, err

@@ -123,19 +123,22 @@ func (c codec) signGroupState(dev *e2ee.DeviceKeys, g *GroupState) ([]byte, erro
 	return c.enc.Marshal(signedGroup{Body: body, Request: req.Encode()})
 }
 
-// decodeGroupState decodes a record strictly, without verifying its signature. It returns the state and the
-// device that signed it.
+// decodeGroupState decodes a record, without verifying its signature. It returns the state, the signed request
+// and the signed body, as the bytes of rec (the signature is over those bytes, never over a re-encoding). It
+// ignores the elective keys it does not know, in the record and in its body, after checking that their values
+// are CBOR within the codec's limits, and refuses a must-understand key with an error naming it
+// (docs/PROTOCOL.md §9.5 "Extensions").
 func (c codec) decodeGroupState(rec []byte) (*GroupState, *e2ee.SignedRequest, []byte, error) {
 	var sg signedGroup
 	if len(rec) > maxGroupBytes {
 		return nil, nil, nil, fmt.Errorf("%w: %d bytes", ErrBadGroupState, len(rec))
 	}
-	if err := c.dec.Unmarshal(rec, &sg); err != nil {
-		return nil, nil, nil, fmt.Errorf("%w: %v", ErrBadGroupState, err)
+	if _, err := c.decodeExtensible(c.groupRecordSchema, rec, &sg); err != nil {
+		return nil, nil, nil, err
 	}
 	var gb groupBody
-	if err := c.dec.Unmarshal(sg.Body, &gb); err != nil {
-		return nil, nil, nil, fmt.Errorf("%w: body: %v", ErrBadGroupState, err)
+	if _, err := c.decodeExtensible(c.groupBodySchema, sg.Body, &gb); err != nil {
+		return nil, nil, nil, err
 	}
 	if gb.V != groupStateVers || len(gb.Conv) != 32 || len(gb.Prev) != 32 || len(gb.Signer) != 32 ||
 		len(gb.Members) > MaxGroupMembers || len(gb.Admins) > MaxGroupMembers {
