@@ -229,7 +229,12 @@ func (c *Client) changeGroup(ctx context.Context, conv e2ee.ConversationID, chan
 	slices.SortFunc(next.Members, cmpAccount)
 	slices.SortFunc(next.Admins, cmpAccount)
 	next.Members, next.Admins = slices.Compact(next.Members), slices.Compact(next.Admins)
-	next.Version, next.Prev, next.Signer, next.Time = cur.Version+1, groupHash(r.Group), c.eng.self, c.cfg.Now().UTC()
+	prev, err := c.cd.groupHash(r.Group)
+	if err != nil {
+		c.eng.mu.Unlock()
+		return fmt.Errorf("client: stored group state: %w", err)
+	}
+	next.Version, next.Prev, next.Signer, next.Time = cur.Version+1, prev, c.eng.self, c.cfg.Now().UTC()
 	rec, err := c.cd.signGroupState(c.dev, &next)
 	if err != nil {
 		c.eng.mu.Unlock()

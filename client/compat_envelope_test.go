@@ -457,7 +457,7 @@ func TestGroupStateWithElectiveKeysAppliesAndIsForwardedVerbatim(t *testing.T) {
 	}
 	g2 := *cur
 	g2.Members = sorted(alice, bob, carol, dave)
-	g2.Version, g2.Prev, g2.Signer, g2.Time = 2, groupHash(r.Group), bob.eng.self, time.Now().UTC()
+	g2.Version, g2.Prev, g2.Signer, g2.Time = 2, mustGroupHash(t, bob.eng.cd, r.Group), bob.eng.self, time.Now().UTC()
 	rec2, err := bob.eng.cd.signGroupState(bob.keys, &g2)
 	if err != nil {
 		t.Fatal(err)
@@ -479,7 +479,7 @@ func TestGroupStateWithElectiveKeysAppliesAndIsForwardedVerbatim(t *testing.T) {
 
 	// A version 3 from the newer admin with a must-understand key is refused: bob stays at version 2.
 	g3 := g2
-	g3.Version, g3.Prev, g3.Signer, g3.Time, g3.Name = 3, groupHash(rec2), alice.eng.self, time.Now().UTC(), "renamed"
+	g3.Version, g3.Prev, g3.Signer, g3.Time, g3.Name = 3, mustGroupHash(t, alice.eng.cd, rec2), alice.eng.self, time.Now().UTC(), "renamed"
 	rec3 := newerGroupRecord(t, alice.eng.cd, alice.keys, &g3, map[int]any{-4: "expires"}, nil)
 	if _, err := alice.eng.send(context.Background(), conv, &payload{Type: PayloadGroupState, Group: rec3}, sendOpts{}); err != nil {
 		t.Fatal(err)

@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fxamacker/cbor/v2"
+
 	"github.com/iagon/gridchat/e2ee"
 	"github.com/iagon/gridchat/wire"
 )
@@ -156,7 +158,7 @@ func TestGroupStateRefusesForgedAndOutOfOrderRecords(t *testing.T) {
 	}
 	// A non-admin member signs version 2 removing the admin.
 	g2 := *g1
-	g2.Version, g2.Prev, g2.Signer = 2, groupHash(rec1), ost.Account
+	g2.Version, g2.Prev, g2.Signer = 2, mustGroupHash(t, cd, rec1), ost.Account
 	g2.Admins = []e2ee.AccountID{ost.Account}
 	rec2, err := cd.signGroupState(other, &g2)
 	if err != nil {
@@ -167,18 +169,71 @@ func TestGroupStateRefusesForgedAndOutOfOrderRecords(t *testing.T) {
 	}
 	// A record claiming the admin as signer but signed by another device.
 	g3 := *g1
-	g3.Version, g3.Prev, g3.Signer = 2, groupHash(rec1), ast.Account
+	g3.Version, g3.Prev, g3.Signer = 2, mustGroupHash(t, cd, rec1), ast.Account
 	rec3, _ := cd.signGroupState(other, &g3)
 	if _, err := cd.verifyGroupState(rec3, g1, rec1, ast); err == nil {
 		t.Fatal("a record signed by a device of another account was accepted")
 	}
 	// A version that skips one.
 	g4 := *g1
-	g4.Version, g4.Prev = 3, groupHash(rec1)
+	g4.Version, g4.Prev = 3, mustGroupHash(t, cd, rec1)
 	rec4, _ := cd.signGroupState(admin, &g4)
 	if _, err := cd.verifyGroupState(rec4, g1, rec1, ast); err == nil {
 		t.Fatal("version 3 accepted after version 1")
 	}
+}
+
+// What the signature does not cover cannot split a group: a member that passes version 1 on with an elective
+// key added to the record, or with the record's map written in another (valid) CBOR form, leaves the receiver
+// holding different bytes of the same version, and the admin's version 2 follows it all the same. Prev names
+// the signed body, not the record.
+func TestGroupStateSuccessorFollowsTamperedFramingOfItsPredecessor(t *testing.T) {
+	cd := mustCodec(t)
+	now := time.Now()
+	admin, _ := e2ee.NewDeviceKeys(now)
+	achain, _ := e2ee.NewAccount(admin, now)
+	ast, _ := e2ee.Replay(achain)
+	conv, _ := e2ee.NewConversationID()
+	g1 := &GroupState{Conversation: conv, Version: 1, Name: "g", Members: []e2ee.AccountID{ast.Account},
+		Admins: []e2ee.AccountID{ast.Account}, Signer: ast.Account, Time: now}
+	rec1, err := cd.signGroupState(admin, g1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sg signedGroup
+	if err := cd.dec.Unmarshal(rec1, &sg); err != nil {
+		t.Fatal(err)
+	}
+	withKey, err := cbor.Marshal(map[int]any{1: sg.Body, 2: sg.Request, 40: "added by a member"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The same map with its first key written in two bytes (0x18 0x01) instead of one: valid, not canonical.
+	longKey := append([]byte{rec1[0], 0x18}, rec1[1:]...)
+	g2 := *g1
+	g2.Version, g2.Prev, g2.Name = 2, mustGroupHash(t, cd, rec1), "renamed"
+	rec2, err := cd.signGroupState(admin, &g2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, held := range map[string][]byte{"an elective key added": withKey, "a longer key encoding": longKey} {
+		cur, err := cd.verifyGroupState(held, nil, nil, ast)
+		if err != nil || bytes.Equal(held, rec1) {
+			t.Fatalf("%s: the passed-on version 1 (%x) is refused or unchanged: %v", name, held, err)
+		}
+		if _, err := cd.verifyGroupState(rec2, cur, held, ast); err != nil {
+			t.Fatalf("%s: version 2 refused after version 1 as passed on: %v", name, err)
+		}
+	}
+}
+
+func mustGroupHash(t *testing.T, cd codec, rec []byte) [32]byte {
+	t.Helper()
+	h, err := cd.groupHash(rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h
 }
 
 func FuzzDecodePayload(f *testing.F) {

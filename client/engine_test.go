@@ -499,7 +499,7 @@ func TestRemovedGroupMemberCannotReadLaterMessages(t *testing.T) {
 	// Alice removes Carol.
 	next := *g
 	next.Members = slices.DeleteFunc(slices.Clone(members), func(a e2ee.AccountID) bool { return a == accts[2] })
-	next.Version, next.Prev, next.Time = 2, groupHash(rec), time.Now().UTC()
+	next.Version, next.Prev, next.Time = 2, mustGroupHash(t, admin.eng.cd, rec), time.Now().UTC()
 	rec2, err := admin.eng.cd.signGroupState(admin.keys, &next)
 	if err != nil {
 		t.Fatal(err)

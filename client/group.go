@@ -169,12 +169,18 @@ func (c codec) decodeGroupState(rec []byte) (*GroupState, *e2ee.SignedRequest, [
 	return g, req, sg.Body, nil
 }
 
-// groupHash is the hash the next version names as Prev.
-func groupHash(rec []byte) [32]byte {
+// groupHash is the hash the next version names as Prev: of the record's signed body alone, so that what the
+// signature does not cover (the record's elective keys, its CBOR framing) cannot make two holders of one version
+// disagree on its successor (docs/PROTOCOL.md §9.5).
+func (c codec) groupHash(rec []byte) ([32]byte, error) {
+	var sg signedGroup
+	if _, err := c.decodeExtensible(c.groupRecordSchema, rec, &sg); err != nil {
+		return [32]byte{}, err
+	}
 	h := sha256.New()
 	h.Write([]byte(labelGroupHash))
-	h.Write(rec)
-	return [32]byte(h.Sum(nil))
+	h.Write(sg.Body)
+	return [32]byte(h.Sum(nil)), nil
 }
 
 // verifyGroupState checks that rec is a correctly signed successor of cur (or a valid version 1 when cur is
@@ -202,7 +208,11 @@ func (c codec) verifyGroupState(rec []byte, cur *GroupState, curRec []byte, sign
 		}
 		return g, nil
 	}
-	if g.Conversation != cur.Conversation || g.Version != cur.Version+1 || g.Prev != groupHash(curRec) {
+	prev, err := c.groupHash(curRec)
+	if err != nil {
+		return nil, fmt.Errorf("client: stored group state: %w", err)
+	}
+	if g.Conversation != cur.Conversation || g.Version != cur.Version+1 || g.Prev != prev {
 		return nil, fmt.Errorf("%w: version %d does not follow version %d", ErrBadGroupState, g.Version, cur.Version)
 	}
 	if !cur.IsAdmin(g.Signer) {
