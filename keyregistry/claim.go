@@ -90,5 +90,23 @@ func compareClaims(a, b *held) int {
 	return bytes.Compare(a.acct.ID[:], b.acct.ID[:])
 }
 
+// compareHolders orders two records of different accounts opened under
+// name's key (each a live claim of name or a release of it): a live claim
+// comes before every release, live claims follow compareClaims, and
+// releases, which hold nothing, fall to the smaller account ID so that the
+// choice among them is still the same everywhere.
+func compareHolders(name string, a, b *held) int {
+	ca, cb := a.acct.Username == name, b.acct.Username == name
+	switch {
+	case ca && !cb:
+		return -1
+	case cb && !ca:
+		return 1
+	case ca:
+		return compareClaims(a, b)
+	}
+	return bytes.Compare(a.acct.ID[:], b.acct.ID[:])
+}
+
 // claimBefore reports whether a's claim comes before (beats) b's.
 func claimBefore(a, b *held) bool { return compareClaims(a, b) < 0 }

@@ -37,6 +37,7 @@ type claimLab struct {
 		Validate(string, []byte) error
 		Select(string, [][]byte) (int, error)
 	}
+	seen map[string]*held // opened records (opened)
 }
 
 func newClaimLab(t *testing.T, witnesses, quorum int) *claimLab {
@@ -373,6 +374,19 @@ func TestSelectIsDeterministicUnderPermutation(t *testing.T) {
 		add(l.record(c, nil))
 	}
 	add([]byte("junk"))
+	// Three accounts that claimed alice before everyone (witnessed at
+	// +30 s) and left it: their releases, and the stale claims of two.
+	var stale [][]byte
+	for k := range 3 {
+		c := l.account()
+		l.set(c, "alice", 0)
+		old := l.record(c, map[uint64][]int{1: {30, 30}})
+		l.set(c, fmt.Sprintf("alice.%d", k), 2)
+		add(l.record(c, map[uint64][]int{1: {30, 30}}))
+		if k < 2 {
+			stale = append(stale, add(old))
+		}
+	}
 
 	// The expected winner by the documented order: of the claims witnessed
 	// at +40 s, the smallest account ID.
@@ -402,9 +416,11 @@ func TestSelectIsDeterministicUnderPermutation(t *testing.T) {
 			t.Fatalf("round %d: %v", round, err)
 		}
 		// The winner of a subset is the one the order puts first among the
-		// subset: it must beat every other valid member pairwise too.
+		// subset's best record of each account: it must beat each of them
+		// pairwise too. (A stale claim superseded by its account's release
+		// in the subset can beat the winner alone: it is not a best record.)
 		for _, other := range sub {
-			if bytes.Equal(other, sub[i]) {
+			if bytes.Equal(other, sub[i]) || supersededIn(t, l, other, sub) {
 				continue
 			}
 			if j, err := v.Select(UsernameKey("alice"), [][]byte{other, sub[i]}); err == nil && j != 1 {
@@ -413,6 +429,11 @@ func TestSelectIsDeterministicUnderPermutation(t *testing.T) {
 		}
 		if n == len(perm) && !bytes.Equal(sub[i], want) {
 			t.Fatalf("round %d: Select chose another claim than the order's first", round)
+		}
+		for _, st := range stale {
+			if bytes.Equal(sub[i], st) && supersededIn(t, l, st, sub) {
+				t.Fatalf("round %d: Select chose a claim whose account's release was given", round)
+			}
 		}
 	}
 	// And on all values, whatever their order, the same winner.
@@ -426,6 +447,38 @@ func TestSelectIsDeterministicUnderPermutation(t *testing.T) {
 	}
 }
 
+// supersededIn reports whether values hold a longer chain of v's account.
+func supersededIn(t *testing.T, l *claimLab, v []byte, values [][]byte) bool {
+	t.Helper()
+	hv, ok := l.opened(v)
+	if !ok {
+		return false
+	}
+	for _, o := range values {
+		if ho, ok := l.opened(o); ok && ho.acct.ID == hv.acct.ID && relate(hv, ho) == e2ee.Extends {
+			return true
+		}
+	}
+	return false
+}
+
+// opened returns b opened by a verifier of the lab's policy, remembered
+// (replays with receipts are slow).
+func (l *claimLab) opened(b []byte) (*held, bool) {
+	if h, ok := l.seen[string(b)]; ok {
+		return h, h != nil
+	}
+	h, err := newVerifier(ValidatorConfig{Now: func() time.Time { return l.now }, Receipts: l.policy}).open(b)
+	if err != nil {
+		h = nil
+	}
+	if l.seen == nil {
+		l.seen = make(map[string]*held)
+	}
+	l.seen[string(b)] = h
+	return h, h != nil
+}
+
 func mustOpen(t *testing.T, l *claimLab, b []byte) *held {
 	t.Helper()
 	h, err := newVerifier(ValidatorConfig{Now: func() time.Time { return l.now }, Receipts: l.policy}).open(b)
@@ -433,4 +486,61 @@ func mustOpen(t *testing.T, l *claimLab, b []byte) *held {
 		t.Fatal(err)
 	}
 	return h
+}
+
+func TestReleaseSupersedesItsAccountsClaimAndOrdersAfterLiveClaims(t *testing.T) {
+	l := newClaimLab(t, 1, 1)
+	big, small := l.accounts()
+	// small claims alice first (witnessed at +20 s), then renames.
+	l.set(small, "alice", 10)
+	oldClaim := l.record(small, map[uint64][]int{1: {20}})
+	l.set(small, "alice.two", 30)
+	release := l.record(small, map[uint64][]int{1: {20}, 2: {35}})
+	if err := l.validate[NSUsername].Validate(UsernameKey("alice"), release); err != nil {
+		t.Fatalf("release of a name the chain set: %v", err)
+	}
+	// big claims alice after small left it (witnessed at +50 s).
+	l.set(big, "alice", 40)
+	newClaim := l.record(big, map[uint64][]int{1: {50}})
+
+	if got := l.winner("alice", oldClaim, release); !bytes.Equal(got, release) {
+		t.Fatal("the account's older claim beat its release")
+	}
+	if got := l.winner("alice", oldClaim, release, newClaim); !bytes.Equal(got, newClaim) {
+		t.Fatal("a released name did not go to the live claim")
+	}
+	if got := l.winner("alice", release, newClaim); !bytes.Equal(got, newClaim) {
+		t.Fatal("a release (smaller ID, earlier witness) beat a live claim")
+	}
+	// Releases alone: still one choice, the smaller account ID.
+	l.set(big, "bob", 60)
+	bigRelease := l.record(big, map[uint64][]int{1: {50}})
+	if got := l.winner("alice", bigRelease, release); !bytes.Equal(got, release) {
+		t.Fatal("of two releases, the larger account ID was chosen")
+	}
+
+	// A chain that never set the name is refused under it, whatever else
+	// it claimed.
+	other := l.account()
+	l.set(other, "alice.three", 10)
+	if err := l.validate[NSUsername].Validate(UsernameKey("alice"), l.record(other, nil)); !errors.Is(err, ErrAccountMismatch) {
+		t.Fatalf("record of an account that never claimed the name: %v", err)
+	}
+	// A release lapses with the claims it supersedes: once the statement
+	// that last set the name is older than the claim lifetime.
+	short := usernameValidator{newVerifier(ValidatorConfig{Now: func() time.Time { return l.now }, Receipts: l.policy,
+		UsernameLifetime: l.now.Sub(l.at(10)) + time.Second})}
+	if err := short.Validate(UsernameKey("alice"), release); err != nil {
+		t.Fatalf("release inside the lifetime: %v", err)
+	}
+	short.v.cfg.UsernameLifetime -= 2 * time.Second
+	if err := short.Validate(UsernameKey("alice"), release); !errors.Is(err, ErrUsernameLapsed) {
+		t.Fatalf("release past the lifetime: %v", err)
+	}
+	if got := short.v.released(mustOpen(t, l, release)); len(got) != 0 {
+		t.Fatalf("lapsed release still stored under %q", got)
+	}
+	if got := newVerifier(ValidatorConfig{Now: func() time.Time { return l.now }}).released(mustOpen(t, l, bigRelease)); len(got) != 1 || got[0] != "alice" {
+		t.Fatalf("released names %q, want [alice]", got)
+	}
 }

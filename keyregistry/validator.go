@@ -270,9 +270,19 @@ func (d deviceValidator) Select(key string, values [][]byte) (int, error) {
 	return selectChain(key, values, d.open, nil)
 }
 
-// usernameValidator checks /gcname/<username> records: the chain replays,
-// its current username is the key's name, and the claim is live (its latest
-// set-username statement for the name is younger than the claim lifetime).
+// usernameValidator checks /gcname/<username> records. A record is valid
+// under a name in two ways (docs/PROTOCOL.md §5, "Usernames"):
+//
+//   - a claim: the chain replays, its current username is the key's name,
+//     and the claim is live (its latest set-username statement for the name
+//     is younger than the claim lifetime);
+//   - a release: the chain replays, once set the key's name but names
+//     another since, and its latest set-username statement for the name is
+//     younger than the claim lifetime (so an older claim record of the
+//     account could still be live somewhere; the release supersedes it,
+//     being a longer chain of the same account).
+//
+// A chain that never set the name is invalid under it.
 type usernameValidator struct{ v *verifier }
 
 func (u usernameValidator) open(key string, value []byte) (*held, error) {
@@ -287,13 +297,58 @@ func (u usernameValidator) open(key string, value []byte) (*held, error) {
 	if err != nil {
 		return nil, err
 	}
-	if h.acct.Username != name {
-		return nil, fmt.Errorf("%w: account %s is not named %q", ErrAccountMismatch, h.acct.ID, name)
+	if h.acct.Username == name {
+		if !u.v.usernameLive(h) {
+			return nil, fmt.Errorf("%w: %q claimed at %s", ErrUsernameLapsed, name, h.acct.UsernameAt.Format(time.RFC3339))
+		}
+		return h, nil
 	}
-	if !u.v.usernameLive(h) {
-		return nil, fmt.Errorf("%w: %q claimed at %s", ErrUsernameLapsed, name, h.acct.UsernameAt.Format(time.RFC3339))
+	at, ok := lastSet(h, name)
+	if !ok {
+		return nil, fmt.Errorf("%w: account %s never claimed %q", ErrAccountMismatch, h.acct.ID, name)
+	}
+	if !u.v.releaseLive(at) {
+		return nil, fmt.Errorf("%w: %q released, last claimed at %s", ErrUsernameLapsed, name, at.Format(time.RFC3339))
 	}
 	return h, nil
+}
+
+// lastSet returns the time of h's latest set-username statement for name,
+// and whether there is one.
+func lastSet(h *held, name string) (time.Time, bool) {
+	stmts := h.chain.Statements()
+	for i := len(stmts) - 1; i >= 0; i-- {
+		if b, ok := stmts[i].Body.(*e2ee.SetUsername); ok && b.Username == name {
+			return stmts[i].Time, true
+		}
+	}
+	return time.Time{}, false
+}
+
+// releaseLive reports whether a release of a name last set at at is still
+// needed: a claim record made by that statement or before it could still be
+// live.
+func (v *verifier) releaseLive(at time.Time) bool {
+	return v.cfg.Now().Before(at.Add(v.cfg.UsernameLifetime))
+}
+
+// released returns the names h's chain has left whose release is still
+// live (see usernameValidator), in the order the chain last set them.
+func (v *verifier) released(h *held) []string {
+	var out []string
+	seen := map[string]bool{h.acct.Username: true}
+	stmts := h.chain.Statements()
+	for i := len(stmts) - 1; i >= 0; i-- {
+		b, ok := stmts[i].Body.(*e2ee.SetUsername)
+		if !ok || seen[b.Username] {
+			continue
+		}
+		seen[b.Username] = true
+		if isNormalUsername(b.Username) && v.releaseLive(stmts[i].Time) {
+			out = append(out, b.Username)
+		}
+	}
+	return out
 }
 
 // Validate implements record.Validator.
@@ -303,12 +358,14 @@ func (u usernameValidator) Validate(key string, value []byte) error {
 }
 
 // Select implements record.Validator. Records of one account follow
-// selectChain (rollbacks lose, forks fail). Of live claims of different
-// accounts the earliest by compareClaims wins, so every node picks the same
-// record from any set of values, in any order, and the grid converges on
-// one owner of the name.
+// selectChain (rollbacks lose, forks fail), so an account's release of the
+// name supersedes its older claim records. Across accounts the order is
+// compareHolders': live claims by compareClaims, then releases. Every node
+// picks the same record from any set of values, in any order, and the grid
+// converges on one owner of the name.
 func (u usernameValidator) Select(key string, values [][]byte) (int, error) {
-	return selectChain(key, values, u.open, compareClaims)
+	name, _ := parseKey(key, NSUsername) // an invalid key fails every open
+	return selectChain(key, values, u.open, func(a, b *held) int { return compareHolders(name, a, b) })
 }
 
 // selectChain picks the best of values: invalid values lose; of two chains
