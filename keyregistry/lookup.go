@@ -12,7 +12,8 @@ import (
 	"github.com/iagon/gridchat/e2ee"
 )
 
-// fetch asks the grid for key: it waits for LookupQuorum answers from
+// fetch asks the grid for an account or device key (searchName asks for a
+// name's): it waits for LookupQuorum answers from
 // different peers (kad-dht keeps the best by the namespace's selector and
 // drops every answer that does not validate), opens and checks the best
 // answer again, and returns it. A lying peer's stale or altered record
@@ -24,18 +25,37 @@ func (s *Service) fetch(ctx context.Context, key string) (*held, error) {
 		return nil, fmt.Errorf("%w: key %q", ErrMalformed, key)
 	}
 	v := s.vals[ns]
-	if v == nil {
-		return nil, fmt.Errorf("%w: namespace %q", ErrMalformed, ns)
+	if v == nil || ns == NSUsername {
+		return nil, fmt.Errorf("%w: namespace %q for fetch", ErrMalformed, ns)
 	}
 	return searchBest(ctx, s, key, v.open, func(best, h *held) bool {
-		if ns == NSUsername && best.acct.ID != h.acct.ID {
-			// Competing claims: the validator's order, so every node
-			// answers the same winner.
-			return claimBefore(h, best)
-		}
 		rel := relate(best, h)
 		return rel == e2ee.Extends || (rel == e2ee.Same && betterSame(best, h))
 	})
+}
+
+// searchName is fetch for a name's key. It also reports whether an answer
+// was a claim superseded by its own account's release: kad-dht hands on
+// only the answers that beat the best so far, and such a stale claim, while
+// it was the best, can have hidden another account's live claim (which
+// comes after the stale claim and before the release). kad-dht's lookup
+// correction stores the release where the stale claim was, so asking again
+// finds the hidden claim.
+func (s *Service) searchName(ctx context.Context, n string) (best *held, stale bool, err error) {
+	best, err = searchBest(ctx, s, UsernameKey(n), s.vals[NSUsername].open, func(best, h *held) bool {
+		if best.acct.ID != h.acct.ID {
+			// Competing claims and releases: the validator's order, so
+			// every node answers the same winner.
+			return compareHolders(n, h, best) < 0
+		}
+		rel := relate(best, h)
+		sup := rel == e2ee.Extends || (rel == e2ee.Same && betterSame(best, h))
+		if sup && best.acct.Username == n && h.acct.Username != n {
+			stale = true
+		}
+		return sup
+	})
+	return best, stale, err
 }
 
 // searchBest asks the grid for key with the lookup quorum and keeps the best
@@ -259,29 +279,80 @@ func (s *Service) LookupUsername(ctx context.Context, name string) (*Account, er
 	return h.acct, nil
 }
 
-// lookupName is LookupUsername for a normalized name.
+// lookupName is LookupUsername for a normalized name. A cached holder that
+// no longer holds the name (it renamed, or its claim lapsed) sends the
+// lookup to the grid, where another account may hold the name now.
 func (s *Service) lookupName(ctx context.Context, n string) (*held, error) {
-	var h *held
 	if aid, ok := s.names.get(n); ok {
-		h, _ = s.accounts.get(aid)
+		if h, ok := s.accounts.get(aid); ok && h.acct.Username == n && s.ver.usernameLive(h) {
+			s.m.lookups.WithLabelValues("cache").Inc()
+			return h, nil
+		}
 	}
-	if h == nil {
-		s.m.lookups.WithLabelValues("dht").Inc()
-		got, err := s.fetch(ctx, UsernameKey(n))
+	s.m.lookups.WithLabelValues("dht").Inc()
+	return s.nameHolder(ctx, n, nil)
+}
+
+// releaseRounds bounds how often nameHolder asks the grid again in one
+// lookup because a stale claim was served.
+const releaseRounds = 2
+
+// nameHolder returns the account whose live claim holds n as the grid
+// shows it, or ErrNotFound. The best record under n's key is a live claim
+// or a release; releases order after every claim, so a release means that
+// no live claim was found, unless a stale claim hid one (searchName: then
+// it asks again). A claim is checked against its account's own latest
+// record, unless settled accepts it as it is: a stale claim record of an
+// account that has left n since does not hold it. Its account's latest
+// record is then its release of n, which supersedes the stale claim
+// wherever it is stored: nameHolder stores it under n and asks again, so
+// the claim a stale record hid is found. It asks at most releaseRounds
+// times more.
+func (s *Service) nameHolder(ctx context.Context, n string, settled func(*held) bool) (*held, error) {
+	for round := 0; ; round++ {
+		got, stale, err := s.searchName(ctx, n)
 		if err != nil {
 			return nil, err
 		}
 		s.adopt(got, "dht")
-		if h, err = s.latest(ctx, got.acct.ID); err != nil {
+		if got.acct.Username != n {
+			if stale && round < releaseRounds {
+				continue
+			}
+			return nil, ErrNotFound
+		}
+		if settled != nil && settled(got) {
+			return got, nil
+		}
+		h, err := s.latest(ctx, got.acct.ID)
+		if err != nil {
 			return nil, err
 		}
-	} else {
-		s.m.lookups.WithLabelValues("cache").Inc()
+		if h.acct.Username == n && s.ver.usernameLive(h) {
+			return h, nil
+		}
+		if round == releaseRounds || !s.storeRelease(ctx, h, n) {
+			return nil, ErrNotFound
+		}
+		s.m.badAnswers.WithLabelValues("released").Inc()
 	}
-	if h.acct.Username != n || !s.ver.usernameLive(h) {
-		return nil, ErrNotFound
+}
+
+// storeRelease stores h under n's key if it is a valid release of n there,
+// and reports whether it is.
+func (s *Service) storeRelease(ctx context.Context, h *held, n string) bool {
+	key := UsernameKey(n)
+	if _, err := s.vals[NSUsername].open(key, h.raw); err != nil || h.acct.Username == n {
+		return false
 	}
-	return h, nil
+	ctx, cancel := context.WithTimeout(ctx, s.lim.PutTimeout)
+	defer cancel()
+	if err := s.cfg.Router.PutValue(ctx, key, h.raw); err != nil {
+		// A peer (or this node) holding another account's live claim
+		// refuses the release, as it should.
+		s.log.Debug("store username release", "name", n, "account", h.acct.ID.String(), "err", err)
+	}
+	return true
 }
 
 // UsernameOf returns account id if it holds name: its chain's current name

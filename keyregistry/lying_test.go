@@ -51,6 +51,20 @@ func forgetLocal(t testing.TB, nd *node.Node, key string) {
 	}
 }
 
+// localValue returns the value nd's DHT store holds for key.
+func localValue(t testing.TB, nd *node.Node, key string) []byte {
+	t.Helper()
+	b, err := nd.Datastore().Get(context.Background(), dhtKey(key))
+	if err != nil {
+		t.Fatalf("%s: %v", key, err)
+	}
+	var rec recpb.Record
+	if err := proto.Unmarshal(b, &rec); err != nil {
+		t.Fatal(err)
+	}
+	return rec.GetValue()
+}
+
 // counter sums the counters called name whose label values, in label-name
 // order, start with labels.
 func counter(nd *node.Node, name string, labels ...string) float64 {

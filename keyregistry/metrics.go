@@ -6,7 +6,7 @@ type metrics struct {
 	refusals        *prometheus.CounterVec // by reason
 	accepted        *prometheus.CounterVec // by op
 	lookups         *prometheus.CounterVec // by source: cache, dht
-	badAnswers      *prometheus.CounterVec // DHT answers caught: invalid, superseded
+	badAnswers      *prometheus.CounterVec // DHT answers caught: invalid, superseded, released (a claim its account has left)
 	staleRefused    *prometheus.CounterVec // by source and kind: rollback, fork
 	gossip          *prometheus.CounterVec // announcements by result
 	publishFailures prometheus.Counter

@@ -93,7 +93,10 @@ func (s *Service) republishLoop() {
 // Republish stores every record this node holds in the grid again, under
 // all its keys, and returns how many it stored. A held record that no
 // longer verifies (e.g. its username claim lapsed) is stored under the keys
-// it is still valid for.
+// it is still valid for. A held record that names a username is first
+// brought up to the account's latest record in the grid, so a node that
+// missed the account's rename never stores its stale claim of the name it
+// left (it stores the release instead).
 func (s *Service) Republish(ctx context.Context) (int, error) {
 	res, err := s.cfg.Datastore.Query(ctx, query.Query{Prefix: heldPrefix.String()})
 	if err != nil {
@@ -111,6 +114,12 @@ func (s *Service) Republish(ctx context.Context) (int, error) {
 		if err != nil {
 			errs = append(errs, fmt.Errorf("held record %s: %w", e.Key, err))
 			continue
+		}
+		if h.acct.Username != "" {
+			if cur, err := s.latest(ctx, h.acct.ID); err == nil && relate(h, cur) == e2ee.Extends {
+				s.advanceHeld(cur)
+				h = cur
+			}
 		}
 		if err := s.store(ctx, h); err != nil {
 			errs = append(errs, fmt.Errorf("account %s: %w", h.acct.ID, err))

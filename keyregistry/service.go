@@ -445,7 +445,9 @@ func (s *Service) openChain(chainBytes []byte) (*held, error) {
 // claim is refused with ErrUsernameTaken while the grid holds a live claim
 // of another account (first come, first served where the gateway can see
 // the name; the order of competing claims, compareClaims, only decides
-// between claims made where neither could see the other). A renewal is
+// between claims made where neither could see the other); a claim whose
+// account has left the name since, or a release, holds nothing
+// (nameHolder). A renewal is
 // refused with ErrUsernameLost if another account's claim comes first in
 // that order, that is if the claim already lost.
 func (s *Service) checkUsername(ctx context.Context, cur, h *held) error {
@@ -460,7 +462,7 @@ func (s *Service) checkUsername(ctx context.Context, cur, h *held) error {
 	if d := now.Sub(a.UsernameAt); d > s.cfg.Validator.MaxClockSkew || d < -s.cfg.Validator.MaxClockSkew {
 		return fmt.Errorf("%w: set-username statement time %s is not current", ErrInvalidChain, a.UsernameAt.Format(time.RFC3339))
 	}
-	holder, err := s.fetch(ctx, UsernameKey(a.Username))
+	holder, err := s.nameHolder(ctx, a.Username, func(got *held) bool { return got.acct.ID == a.ID })
 	switch {
 	case errors.Is(err, ErrNotFound):
 		return nil
@@ -469,7 +471,7 @@ func (s *Service) checkUsername(ctx context.Context, cur, h *held) error {
 	case holder.acct.ID == a.ID:
 		return nil
 	case h.claim.start >= cur.acct.Length:
-		// The validator only admits live claims, so this one blocks.
+		// nameHolder only answers a live claim, so this one blocks.
 		return fmt.Errorf("%w: %q is held by account %s", ErrUsernameTaken, a.Username, holder.acct.ID)
 	}
 	// A renewal is judged with the receipts the grid already has for the
@@ -493,9 +495,13 @@ func (s *Service) checkUsername(ctx context.Context, cur, h *held) error {
 
 // nameWinner returns the live claim of another account that comes before
 // h's claim of its username in the grid's order (compareClaims), or nil if
-// the grid holds none (h's claim is the name's, or would be).
+// the grid holds none (h's claim is the name's, or would be). A claim
+// record that would come first is checked against its account's latest
+// record (nameHolder): an account that has left the name wins nothing.
 func (s *Service) nameWinner(ctx context.Context, h *held) (*held, error) {
-	holder, err := s.fetch(ctx, UsernameKey(h.acct.Username))
+	holder, err := s.nameHolder(ctx, h.acct.Username, func(got *held) bool {
+		return got.acct.ID == h.acct.ID || !claimBefore(got, h)
+	})
 	switch {
 	case errors.Is(err, ErrNotFound):
 		return nil, nil
@@ -581,9 +587,11 @@ func (s *Service) publishFrom(ctx context.Context, h *held, from uint64) ([]Rece
 	return out, nil
 }
 
-// store puts h under its account key, every device key and its username key.
-// The account key must succeed; the index keys are best effort (republish
-// retries them).
+// store puts h under its account key, every device key, its username key
+// and the key of every name it has left whose release is still live (so
+// the release supersedes the account's older claim records there, and the
+// name is free at once). The account key must succeed; the index keys are
+// best effort (republish retries them).
 func (s *Service) store(ctx context.Context, h *held) error {
 	ctx, cancel := context.WithTimeout(ctx, s.lim.PutTimeout)
 	defer cancel()
@@ -617,6 +625,13 @@ func (s *Service) store(ctx context.Context, h *held) error {
 				"account", h.acct.ID.String(), "winner", w.acct.ID.String())
 		} else if err := s.cfg.Router.PutValue(ctx, UsernameKey(h.acct.Username), h.raw); err != nil {
 			s.log.Warn("store username", "name", h.acct.Username, "err", err)
+		}
+	}
+	for _, n := range s.ver.released(h) {
+		if err := s.cfg.Router.PutValue(ctx, UsernameKey(n), h.raw); err != nil {
+			// Refused where another account's live claim is stored: the
+			// release is only needed where this account's claim was.
+			s.log.Debug("store username release", "name", n, "err", err)
 		}
 	}
 	return nil
