@@ -90,13 +90,13 @@ func compareClaims(a, b *held) int {
 	return bytes.Compare(a.acct.ID[:], b.acct.ID[:])
 }
 
-// compareHolders orders two records of different accounts opened under
-// name's key (each a live claim of name or a release of it): a live claim
-// comes before every release, live claims follow compareClaims, and
-// releases, which hold nothing, fall to the smaller account ID so that the
-// choice among them is still the same everywhere.
-func compareHolders(name string, a, b *held) int {
-	ca, cb := a.acct.Username == name, b.acct.Username == name
+// compareHolders orders two records of different accounts opened under one
+// name's key, each a live claim of the name (ca, cb) or not (a release, or
+// a claim its account is known to have left: usernameValidator.holds): a
+// live claim comes before every other record, live claims follow
+// compareClaims, and the others, which hold nothing, fall to the smaller
+// account ID so that the choice among them is still the same everywhere.
+func compareHolders(a *held, ca bool, b *held, cb bool) int {
 	switch {
 	case ca && !cb:
 		return -1

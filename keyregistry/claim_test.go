@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"filippo.io/torchwood"
+	record "github.com/libp2p/go-libp2p-record"
 	"golang.org/x/mod/sumdb/note"
 
 	"github.com/iagon/gridchat/chain"
@@ -404,8 +405,33 @@ func TestSelectIsDeterministicUnderPermutation(t *testing.T) {
 		t.Fatal("no claim witnessed at +40 s")
 	}
 
+	// A node that has seen no release (a fresh one), and one that has seen
+	// them all: with the releases remembered, a stale claim holds nothing
+	// even alone, so it never wins over a live claim.
+	cfg := ValidatorConfig{Now: func() time.Time { return l.now }, Receipts: l.policy}
+	remembering := Validators(cfg)[NSUsername]
+	for _, b := range values {
+		_ = remembering.Validate(UsernameKey("alice"), b)
+	}
 	rng := mrand.New(mrand.NewPCG(1, 2))
-	v := l.validate[NSUsername]
+	selectRounds(t, l, rng, usernameValidator{v: newVerifier(cfg)}, values, stale, want, false)
+	selectRounds(t, l, rng, remembering, values, stale, want, true)
+}
+
+// selectRounds checks v's Select on random subsets and permutations of
+// values: want wins all of them, a subset's winner beats every best record
+// of the subset pairwise, and a stale claim never wins beside its release
+// (nor, if remember, beside any live claim).
+func selectRounds(t *testing.T, l *claimLab, rng *mrand.Rand, v record.Validator, values, stale [][]byte, want []byte, remember bool) {
+	t.Helper()
+	isStale := func(b []byte) bool {
+		for _, st := range stale {
+			if bytes.Equal(b, st) {
+				return true
+			}
+		}
+		return false
+	}
 	for round := range 300 {
 		perm := append([][]byte(nil), values...)
 		rng.Shuffle(len(perm), func(i, j int) { perm[i], perm[j] = perm[j], perm[i] })
@@ -417,10 +443,11 @@ func TestSelectIsDeterministicUnderPermutation(t *testing.T) {
 		}
 		// The winner of a subset is the one the order puts first among the
 		// subset's best record of each account: it must beat each of them
-		// pairwise too. (A stale claim superseded by its account's release
-		// in the subset can beat the winner alone: it is not a best record.)
+		// pairwise too. (On a node that has not seen the releases, a stale
+		// claim superseded by its account's release in the subset can beat
+		// the winner alone: it is not a best record.)
 		for _, other := range sub {
-			if bytes.Equal(other, sub[i]) || supersededIn(t, l, other, sub) {
+			if bytes.Equal(other, sub[i]) || !remember && supersededIn(t, l, other, sub) {
 				continue
 			}
 			if j, err := v.Select(UsernameKey("alice"), [][]byte{other, sub[i]}); err == nil && j != 1 {
@@ -430,9 +457,14 @@ func TestSelectIsDeterministicUnderPermutation(t *testing.T) {
 		if n == len(perm) && !bytes.Equal(sub[i], want) {
 			t.Fatalf("round %d: Select chose another claim than the order's first", round)
 		}
-		for _, st := range stale {
-			if bytes.Equal(sub[i], st) && supersededIn(t, l, st, sub) {
-				t.Fatalf("round %d: Select chose a claim whose account's release was given", round)
+		if isStale(sub[i]) && supersededIn(t, l, sub[i], sub) {
+			t.Fatalf("round %d: Select chose a claim whose account's release was given", round)
+		}
+		if remember && isStale(sub[i]) {
+			for _, other := range sub {
+				if h, ok := l.opened(other); ok && h.acct.Username == "alice" && !isStale(other) {
+					t.Fatalf("round %d: a remembering node chose a stale claim over a live one", round)
+				}
 			}
 		}
 	}
@@ -519,6 +551,30 @@ func TestReleaseSupersedesItsAccountsClaimAndOrdersAfterLiveClaims(t *testing.T)
 		t.Fatal("of two releases, the larger account ID was chosen")
 	}
 
+	// A node's DHT validator that has seen the release counts it even
+	// when it is not among the values: the stale claim then loses to the
+	// live claim on its own (a peer holding the new claim refuses a replay
+	// of the stale one). One that has not seen it orders the two claims.
+	fresh := func() record.Validator {
+		return Validators(ValidatorConfig{Now: func() time.Time { return l.now }, Receipts: l.policy})[NSUsername]
+	}
+	for name, tc := range map[string]struct {
+		seen []byte
+		want []byte
+	}{"release not seen": {nil, oldClaim}, "release seen": {release, newClaim}, "the newer claim's own release seen": {bigRelease, oldClaim}} {
+		v := fresh()
+		if tc.seen != nil {
+			if err := v.Validate(UsernameKey("alice"), tc.seen); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for _, vals := range [][][]byte{{oldClaim, newClaim}, {newClaim, oldClaim}} {
+			i, err := v.Select(UsernameKey("alice"), vals)
+			if err != nil || !bytes.Equal(vals[i], tc.want) {
+				t.Fatalf("%s: Select chose %d (%v)", name, i, err)
+			}
+		}
+	}
 	// A chain that never set the name is refused under it, whatever else
 	// it claimed.
 	other := l.account()
@@ -528,7 +584,7 @@ func TestReleaseSupersedesItsAccountsClaimAndOrdersAfterLiveClaims(t *testing.T)
 	}
 	// A release lapses with the claims it supersedes: once the statement
 	// that last set the name is older than the claim lifetime.
-	short := usernameValidator{newVerifier(ValidatorConfig{Now: func() time.Time { return l.now }, Receipts: l.policy,
+	short := usernameValidator{v: newVerifier(ValidatorConfig{Now: func() time.Time { return l.now }, Receipts: l.policy,
 		UsernameLifetime: l.now.Sub(l.at(10)) + time.Second})}
 	if err := short.Validate(UsernameKey("alice"), release); err != nil {
 		t.Fatalf("release inside the lifetime: %v", err)

@@ -46,7 +46,7 @@ func (s *Service) searchName(ctx context.Context, n string) (best *held, stale b
 		if best.acct.ID != h.acct.ID {
 			// Competing claims and releases: the validator's order, so
 			// every node answers the same winner.
-			return compareHolders(n, h, best) < 0
+			return compareHolders(h, h.acct.Username == n, best, best.acct.Username == n) < 0
 		}
 		rel := relate(best, h)
 		sup := rel == e2ee.Extends || (rel == e2ee.Same && betterSame(best, h))

@@ -259,7 +259,7 @@ func New(cfg Config) (*Service, error) {
 		}{
 			NSAccount:  accountValidator{ver},
 			NSDevice:   deviceValidator{ver},
-			NSUsername: usernameValidator{ver},
+			NSUsername: usernameValidator{v: ver},
 		},
 		accounts: newLRU[e2ee.AccountID, *held](lim.CacheSize, lim.CacheTTL, now),
 		devices:  newLRU[e2ee.DeviceID, e2ee.AccountID](4*lim.CacheSize, lim.CacheTTL, now),

@@ -87,8 +87,10 @@ func TestRenamedAccountNoLongerHoldsItsOldName(t *testing.T) {
 // claims "old.name" through node 3 and gets it at once, and every node
 // answers B for it (and A for "new.name"), with warm caches, after they
 // expire and after every node republishes. A peer replaying A's stale claim
-// record to the name's key does not bring A back: lookups store A's release
-// over it, and B's gateway republishes B's claim.
+// record to the name's key does not bring A back: the peers that saw A's
+// release refuse it, and where it was taken (by nodes that did not see the
+// release) lookups store A's release over it and B's gateway republishes
+// B's claim.
 func TestLeftUsernameIsFreeAtOnceGridWide(t *testing.T) {
 	g := newGridOnDisk(t, 5)
 	a, _ := g.register(0, "conn-a")
@@ -180,19 +182,37 @@ func TestLeftUsernameIsFreeAtOnceGridWide(t *testing.T) {
 	}
 
 	// A peer replays A's stale claim (kept before the rename) to the
-	// name's key. It beats B's claim wherever B's is all a peer holds (the
-	// earlier claim), but no node answers A: the first lookup to meet it
-	// stores A's release over it.
+	// name's key. Every node saw A's release when the rename was stored,
+	// so it holds nothing against B's claim there: the peers refuse it and
+	// every node still answers B.
 	forgetLocal(t, g.nodes[4], keyregistry.UsernameKey("old.name"))
 	if err := g.nodes[4].DHT().PutValue(ctxT(t), keyregistry.UsernameKey("old.name"), staleA.Record); err != nil {
 		t.Fatalf("replay: %v", err)
 	}
+	for i, nd := range g.nodes[:4] {
+		rec, err := keyregistry.DecodeRecord(localValue(t, nd, keyregistry.UsernameKey("old.name")))
+		if err != nil {
+			t.Fatalf("node %d: %v", i, err)
+		}
+		if c, err := e2ee.DecodeChain(rec.Chain); err != nil || c.AccountID() != b.id {
+			t.Fatalf("node %d took the replayed stale claim over B's (%v)", i, err)
+		}
+	}
+	g.forgetAll()
+	answers("after a replay", b.id)
+
+	// Peers that never saw the release (restarted since, say) would take
+	// the stale claim over B's: make every node hold it. No node answers A:
+	// the first lookup to meet it stores A's release over it.
+	for _, nd := range g.nodes {
+		lie(t, nd, keyregistry.UsernameKey("old.name"), staleA.Record)
+	}
 	g.forgetAll()
 	for i := range g.nodes {
 		if got, err := g.dir(i).LookupUsername(ctxT(t), "old.name"); err == nil && got.ID == a.id {
-			t.Fatalf("node %d: the replayed claim brought A back", i)
+			t.Fatalf("node %d: the stale claim brought A back", i)
 		} else if err != nil && !errors.Is(err, keyregistry.ErrNotFound) {
-			t.Fatalf("node %d after the replay: %v", i, err)
+			t.Fatalf("node %d after the stale claim spread: %v", i, err)
 		}
 	}
 	released := 0.0
@@ -200,12 +220,12 @@ func TestLeftUsernameIsFreeAtOnceGridWide(t *testing.T) {
 		released += counter(nd, "gridchat_directory_bad_answers_total", "released")
 	}
 	if released < 1 {
-		t.Fatal("no lookup met the replayed stale claim")
+		t.Fatal("no lookup met the stale claim")
 	}
 	// B's gateway republishes B's claim, which beats A's release.
 	if _, err := g.dir(3).Republish(ctxT(t)); err != nil {
 		t.Fatal(err)
 	}
 	g.forgetAll()
-	answers("after the replay and B's republication", b.id)
+	answers("after the stale claim spread and B's republication", b.id)
 }

@@ -173,7 +173,7 @@ func Validators(cfg ValidatorConfig) map[string]record.Validator {
 	return map[string]record.Validator{
 		NSAccount:  accountValidator{v},
 		NSDevice:   deviceValidator{v},
-		NSUsername: usernameValidator{v},
+		NSUsername: usernameValidator{v, newReleaseMemory(v.cfg.Now, v.cfg.UsernameLifetime)},
 		NSKey:      keyValidator{v},
 	}
 }
@@ -283,7 +283,17 @@ func (d deviceValidator) Select(key string, values [][]byte) (int, error) {
 //     being a longer chain of the same account).
 //
 // A chain that never set the name is invalid under it.
-type usernameValidator struct{ v *verifier }
+//
+// The validators of a node's DHT (Validators) also remember the releases
+// they have validated (seen): a claim record of an account whose release
+// of the name this node has seen with a longer chain holds nothing in
+// Select, even when the release is not among the values. A peer keeps one
+// record per key, so without this, once another account's claim replaced
+// the release there, a replayed copy of the stale claim would win again.
+type usernameValidator struct {
+	v    *verifier
+	seen *releaseMemory // nil: none
+}
 
 func (u usernameValidator) open(key string, value []byte) (*held, error) {
 	name, err := parseKey(key, NSUsername)
@@ -310,7 +320,65 @@ func (u usernameValidator) open(key string, value []byte) (*held, error) {
 	if !u.v.releaseLive(at) {
 		return nil, fmt.Errorf("%w: %q released, last claimed at %s", ErrUsernameLapsed, name, at.Format(time.RFC3339))
 	}
+	u.seen.note(name, h.acct.ID, h.acct.Length, at)
 	return h, nil
+}
+
+// holds reports whether h, opened under name's key, is a live claim of the
+// name that no release seen by this validator supersedes.
+func (u usernameValidator) holds(name string, h *held) bool {
+	return h.acct.Username == name && !u.seen.supersedes(u.v, name, h)
+}
+
+// releaseMemorySize caps the releases a node's name validator remembers.
+const releaseMemorySize = 16384
+
+// releaseMemory remembers, per name and account, the longest release seen:
+// its chain length and the time its chain last set the name (a release is
+// needed only while that is younger than the claim lifetime). It is safe
+// for concurrent use.
+type releaseMemory struct {
+	c *lru[releaseKey, releaseSeen]
+}
+
+type releaseKey struct {
+	name string
+	id   e2ee.AccountID
+}
+
+type releaseSeen struct {
+	length uint64
+	at     time.Time
+}
+
+func newReleaseMemory(now func() time.Time, lifetime time.Duration) *releaseMemory {
+	return &releaseMemory{c: newLRU[releaseKey, releaseSeen](releaseMemorySize, lifetime, now)}
+}
+
+// note remembers a release of name by account id with a chain of length
+// statements, last setting the name at at.
+func (m *releaseMemory) note(name string, id e2ee.AccountID, length uint64, at time.Time) {
+	if m == nil {
+		return
+	}
+	m.c.update(releaseKey{name, id}, func(old releaseSeen, had bool) (releaseSeen, bool) {
+		if had && old.length >= length {
+			return old, false
+		}
+		return releaseSeen{length: length, at: at}, true
+	})
+}
+
+// supersedes reports whether a live release of name seen by this node has
+// a longer chain than h's account: h, a shorter chain of that account, is
+// then a claim the account has left (or a fork of its own chain, which
+// holds nothing either).
+func (m *releaseMemory) supersedes(v *verifier, name string, h *held) bool {
+	if m == nil {
+		return false
+	}
+	r, ok := m.c.peek(releaseKey{name, h.acct.ID})
+	return ok && r.length > h.acct.Length && v.releaseLive(r.at)
 }
 
 // lastSet returns the time of h's latest set-username statement for name,
@@ -360,12 +428,14 @@ func (u usernameValidator) Validate(key string, value []byte) error {
 // Select implements record.Validator. Records of one account follow
 // selectChain (rollbacks lose, forks fail), so an account's release of the
 // name supersedes its older claim records. Across accounts the order is
-// compareHolders': live claims by compareClaims, then releases. Every node
-// picks the same record from any set of values, in any order, and the grid
-// converges on one owner of the name.
+// compareHolders': live claims (holds) by compareClaims, then the rest.
+// Every node picks the same record from any set of values, in any order,
+// and the grid converges on one owner of the name.
 func (u usernameValidator) Select(key string, values [][]byte) (int, error) {
 	name, _ := parseKey(key, NSUsername) // an invalid key fails every open
-	return selectChain(key, values, u.open, func(a, b *held) int { return compareHolders(name, a, b) })
+	return selectChain(key, values, u.open, func(a, b *held) int {
+		return compareHolders(a, u.holds(name, a), b, u.holds(name, b))
+	})
 }
 
 // selectChain picks the best of values: invalid values lose; of two chains
