@@ -65,6 +65,31 @@ func FuzzDecodeRecord(f *testing.F) {
 	})
 }
 
+// sampleRelease returns the encoded record of an account that claimed
+// "alice" and renamed to "alice.two": its release of "alice".
+func sampleRelease(tb testing.TB) []byte {
+	tb.Helper()
+	now := time.Now()
+	dev, err := e2ee.NewDeviceKeys(now)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	c, err := e2ee.NewAccount(dev, now)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for _, n := range []string{"alice", "alice.two"} {
+		if _, err := c.Append(dev, &e2ee.SetUsername{Username: n}, now); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	b, err := newCodec().marshal(&Record{Chain: c.Encode()})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return b
+}
+
 // FuzzValidateRecord runs every namespace's validator and selector on
 // arbitrary values: no panics, every refusal has a directory kind, and
 // anything accepted replays.
@@ -73,6 +98,7 @@ func FuzzValidateRecord(f *testing.F) {
 	f.Add(g, uint8(0))
 	f.Add(full, uint8(1))
 	f.Add(full, uint8(2))
+	f.Add(sampleRelease(f), uint8(1))
 	vals := Validators(ValidatorConfig{})
 	keys := []string{AccountKey(id), UsernameKey("alice"), DeviceKey(e2ee.DeviceID{1})}
 	nss := []string{NSAccount, NSUsername, NSDevice}
