@@ -120,33 +120,60 @@ func startSwarm(t *testing.T, ctx context.Context, cancel context.CancelFunc, gr
 	return gw("1"), gw("2")
 }
 
-// Acceptance 8: gridchat, run as real processes, does one full chat between two users against a swarm
-// started by "gridnode swarm".
-func TestGridchatProcessesChatAgainstGridnodeSwarm(t *testing.T) {
+// cliSwarm is a "gridnode swarm" of two nodes started for one process test, and the gridchat binary that the
+// test runs against it.
+type cliSwarm struct {
+	t        *testing.T
+	ctx      context.Context // ends with the test, or after 3 minutes
+	gridchat string
+	gw1, gw2 string // the gateway URLs of node 1 and node 2
+}
+
+// startCLISwarm skips the test under -short; otherwise it builds gridchat and gridnode and starts a swarm of two
+// nodes (startSwarm) that runs until the test ends, for 3 minutes at the most.
+func startCLISwarm(t *testing.T) *cliSwarm {
+	t.Helper()
 	if testing.Short() {
 		t.Skip("builds and runs binaries")
 	}
 	gridchat, gridnode := buildBinaries(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-
+	t.Cleanup(cancel)
 	gw1, gw2 := startSwarm(t, ctx, cancel, gridnode)
+	return &cliSwarm{t: t, ctx: ctx, gridchat: gridchat, gw1: gw1, gw2: gw2}
+}
 
-	alice, bob := t.TempDir(), t.TempDir()
-	run := func(home string, args ...string) string {
-		t.Helper()
-		cmd := exec.CommandContext(ctx, gridchat, append([]string{"--home", home}, args...)...)
-		b, err := cmd.CombinedOutput()
-		if err != nil {
-			t.Fatalf("gridchat %s: %v\n%s", strings.Join(args, " "), err, b)
-		}
-		return string(b)
+// command returns gridchat with home as its --home and args, bound to the swarm's context.
+func (s *cliSwarm) command(home string, args ...string) *exec.Cmd {
+	return exec.CommandContext(s.ctx, s.gridchat, append([]string{"--home", home}, args...)...)
+}
+
+// run runs gridchat with home as its --home and returns its combined output.
+func (s *cliSwarm) run(home string, args ...string) (string, error) {
+	b, err := s.command(home, args...).CombinedOutput()
+	return string(b), err
+}
+
+// must is run for a command that must succeed: it fails the test, with the output, if the command fails.
+func (s *cliSwarm) must(home string, args ...string) string {
+	s.t.Helper()
+	b, err := s.run(home, args...)
+	if err != nil {
+		s.t.Fatalf("gridchat %s: %v\n%s", strings.Join(args, " "), err, b)
 	}
-	run(alice, "init", "--node", gw1, "--username", "alice")
-	run(bob, "init", "--node", gw2, "--username", "bob")
+	return b
+}
+
+// Acceptance 8: gridchat, run as real processes, does one full chat between two users against a swarm
+// started by "gridnode swarm".
+func TestGridchatProcessesChatAgainstGridnodeSwarm(t *testing.T) {
+	s := startCLISwarm(t)
+	alice, bob := t.TempDir(), t.TempDir()
+	s.must(alice, "init", "--node", s.gw1, "--username", "alice")
+	s.must(bob, "init", "--node", s.gw2, "--username", "bob")
 
 	// Bob opens an interactive chat with Alice and keeps it open.
-	bobChat := exec.CommandContext(ctx, gridchat, "--home", bob, "chat", "alice")
+	bobChat := s.command(bob, "chat", "alice")
 	bobIn, _ := bobChat.StdinPipe()
 	bobOut, _ := bobChat.StdoutPipe()
 	bobChat.Stderr = os.Stderr
@@ -157,7 +184,7 @@ func TestGridchatProcessesChatAgainstGridnodeSwarm(t *testing.T) {
 	bobLines.waitFor(t, "chatting with alice", 30*time.Second)
 
 	// Alice says hello and waits for one answer.
-	aliceChat := exec.CommandContext(ctx, gridchat, "--home", alice, "chat", "bob", "--until", "1", "--timeout", "60s")
+	aliceChat := s.command(alice, "chat", "bob", "--until", "1", "--timeout", "60s")
 	aliceChat.Stdin = strings.NewReader("hello bob, it's alice\n")
 	aliceOut, _ := aliceChat.StdoutPipe()
 	aliceChat.Stderr = os.Stderr
@@ -184,7 +211,7 @@ func TestGridchatProcessesChatAgainstGridnodeSwarm(t *testing.T) {
 		if home == bob {
 			peer = "alice"
 		}
-		h := run(home, "history", peer)
+		h := s.must(home, "history", peer)
 		if !strings.Contains(h, "hello bob, it's alice") || !strings.Contains(h, "hi alice, bob here") {
 			t.Fatalf("history of %s:\n%s", peer, h)
 		}
@@ -225,26 +252,13 @@ func TestGridchatHelpAndUsageErrors(t *testing.T) {
 // rendezvous; "gridchat link" on another process joins there, and the new device then sees both devices of
 // the account. Linking through another node of the swarm fails with an error that says where to link.
 func TestGridchatInviteAndLinkProcessesAgainstGridnodeSwarm(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds and runs binaries")
-	}
-	gridchat, gridnode := buildBinaries(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-
-	gw1, gw2 := startSwarm(t, ctx, cancel, gridnode)
-
-	run := func(home string, args ...string) (string, error) {
-		cmd := exec.CommandContext(ctx, gridchat, append([]string{"--home", home}, args...)...)
-		b, err := cmd.CombinedOutput()
-		return string(b), err
-	}
+	s := startCLISwarm(t)
 	old, fresh := t.TempDir(), t.TempDir()
-	if b, err := run(old, "init", "--node", gw1, "--username", "alice"); err != nil {
+	if b, err := s.run(old, "init", "--node", s.gw1, "--username", "alice"); err != nil {
 		t.Fatalf("init: %v\n%s", err, b)
 	}
 
-	invite := exec.CommandContext(ctx, gridchat, "--home", old, "invite")
+	invite := s.command(old, "invite")
 	invOut, _ := invite.StdoutPipe()
 	invite.Stderr = os.Stderr
 	if err := invite.Start(); err != nil {
@@ -253,18 +267,18 @@ func TestGridchatInviteAndLinkProcessesAgainstGridnodeSwarm(t *testing.T) {
 	inv := watch(invOut)
 	code := strings.TrimSpace(strings.TrimPrefix(inv.waitFor(t, "link code: ", 30*time.Second), "link code: "))
 	linkGW := strings.TrimSpace(strings.TrimPrefix(inv.waitFor(t, "link gateway: ", time.Second), "link gateway: "))
-	if !strings.Contains(linkGW, strings.TrimPrefix(gw1, "http://")) {
-		t.Fatalf("invite names gateway %q; alice is on %s", linkGW, gw1)
+	if !strings.Contains(linkGW, strings.TrimPrefix(s.gw1, "http://")) {
+		t.Fatalf("invite names gateway %q; alice is on %s", linkGW, s.gw1)
 	}
 	inv.waitFor(t, "gridchat link --node "+linkGW+" --code "+code, time.Second)
 
 	// The rendezvous is on alice's gateway only: the other node does not know it.
-	b, err := run(t.TempDir(), "link", "--node", gw2, "--code", code)
+	b, err := s.run(t.TempDir(), "link", "--node", s.gw2, "--code", code)
 	if err == nil || !strings.Contains(b, "not_found") {
 		t.Fatalf("link on another gateway: %v\n%s", err, b)
 	}
 
-	b, err = run(fresh, "link", "--node", linkGW, "--code", code)
+	b, err = s.run(fresh, "link", "--node", linkGW, "--code", code)
 	if err != nil || !strings.Contains(b, "linked to account") {
 		t.Fatalf("link: %v\n%s", err, b)
 	}
@@ -272,21 +286,21 @@ func TestGridchatInviteAndLinkProcessesAgainstGridnodeSwarm(t *testing.T) {
 	if err := invite.Wait(); err != nil {
 		t.Fatalf("invite: %v", err)
 	}
-	devs, err := run(fresh, "devices")
+	devs, err := s.run(fresh, "devices")
 	if err != nil {
 		t.Fatalf("devices: %v\n%s", err, devs)
 	}
 	if n := strings.Count(devs, " added "); n != 2 || !strings.Contains(devs, "(this device)") {
 		t.Fatalf("the new device sees:\n%s\nwant both devices of the account", devs)
 	}
-	oldDevs, _ := run(old, "devices")
+	oldDevs, _ := s.run(old, "devices")
 	if strings.Count(oldDevs, " added ") != 2 {
 		t.Fatalf("the old device sees:\n%s", oldDevs)
 	}
 
 	// The QR path: the payload under the QR code, linked from a third process.
 	third := t.TempDir()
-	qrInvite := exec.CommandContext(ctx, gridchat, "--home", old, "invite", "--qr")
+	qrInvite := s.command(old, "invite", "--qr")
 	qrOut, _ := qrInvite.StdoutPipe()
 	qrInvite.Stderr = os.Stderr
 	if err := qrInvite.Start(); err != nil {
@@ -295,13 +309,13 @@ func TestGridchatInviteAndLinkProcessesAgainstGridnodeSwarm(t *testing.T) {
 	qr := watch(qrOut)
 	payload := strings.TrimSpace(strings.TrimPrefix(qr.waitFor(t, "link payload: ", 30*time.Second), "link payload: "))
 	qrGW := strings.TrimSpace(strings.TrimPrefix(qr.waitFor(t, "link gateway: ", time.Second), "link gateway: "))
-	if b, err := run(third, "link", "--node", qrGW, "--payload", payload); err != nil || !strings.Contains(b, "linked to account") {
+	if b, err := s.run(third, "link", "--node", qrGW, "--payload", payload); err != nil || !strings.Contains(b, "linked to account") {
 		t.Fatalf("link by QR payload: %v\n%s", err, b)
 	}
 	if err := qrInvite.Wait(); err != nil {
 		t.Fatalf("invite --qr: %v", err)
 	}
-	if devs, _ := run(third, "devices"); strings.Count(devs, " added ") != 3 {
+	if devs, _ := s.run(third, "devices"); strings.Count(devs, " added ") != 3 {
 		t.Fatalf("the third device sees:\n%s\nwant three devices", devs)
 	}
 }
