@@ -177,7 +177,7 @@ func TestHandshakeTimeoutCutsSilentIncomingStream(t *testing.T) {
 // after RequestTimeout; the put is stored by the write quorum of the others.
 func TestRequestTimeoutBoundsPutToStuckReplica(t *testing.T) {
 	const rt = 500 * time.Millisecond
-	nodes := gridtest.Swarm(t, 3, noLoops(func(cfg *node.Config) { cfg.Mailbox.Limits.RequestTimeout = rt }))
+	nodes := requestTimeoutSwarm(t, rt)
 	asked := stall(t, nodes[2])
 	a, b := newDevice(t), newDevice(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Second)
@@ -191,12 +191,7 @@ func TestRequestTimeoutBoundsPutToStuckReplica(t *testing.T) {
 	if len(stored.Receipts) != 2 {
 		t.Fatalf("%d receipts, want 2", len(stored.Receipts))
 	}
-	if took < rt || took > 4*time.Second {
-		t.Fatalf("put with one stuck replica took %v, want about RequestTimeout %v", took, rt)
-	}
-	if asked() == 0 {
-		t.Fatal("the stuck replica was never asked")
-	}
+	gaveUpOnStuckReplica(t, "put", took, rt, "RequestTimeout", asked)
 }
 
 // stall makes nd swallow every mailbox stream without reading or answering (its streams are reset when the
@@ -228,6 +223,32 @@ func stallAfter(t *testing.T, nd *node.Node, answer func(network.Stream) error) 
 		mu.Lock()
 		defer mu.Unlock()
 		return len(stuck)
+	}
+}
+
+// requestTimeoutSwarm starts a swarm of three, without background loops, whose mailboxes give up a request to
+// a replica after rt.
+func requestTimeoutSwarm(t *testing.T, rt time.Duration) []*node.Node {
+	return gridtest.Swarm(t, 3, noLoops(func(cfg *node.Config) { cfg.Mailbox.Limits.RequestTimeout = rt }))
+}
+
+// putOne stores one envelope from a new device to another through nd and returns the recipient and the
+// envelope.
+func putOne(t *testing.T, nd *node.Node) (*e2ee.DeviceKeys, wire.Envelope) {
+	t.Helper()
+	a, b := newDevice(t), newDevice(t)
+	return b, putAll(t, nd, did(a), did(b), 0, 1)[0]
+}
+
+// gaveUpOnStuckReplica fails unless op, which took took with one replica stalled, waited for that replica about
+// limit (named name: not less, and not over 4 s) and asked it at all.
+func gaveUpOnStuckReplica(t *testing.T, op string, took, limit time.Duration, name string, asked func() int) {
+	t.Helper()
+	if took < limit || took > 4*time.Second {
+		t.Fatalf("%s with one stuck replica took %v, want about %s %v", op, took, name, limit)
+	}
+	if asked() == 0 {
+		t.Fatal("the stuck replica was never asked")
 	}
 }
 
@@ -301,11 +322,10 @@ func TestExpiryIntervalSweepsExpiredEnvelopes(t *testing.T) {
 // given up after RequestTimeout; the delete succeeds on the other replicas.
 func TestRequestTimeoutBoundsDeleteToStuckReplica(t *testing.T) {
 	const rt = 300 * time.Millisecond
-	nodes := gridtest.Swarm(t, 3, noLoops(func(cfg *node.Config) { cfg.Mailbox.Limits.RequestTimeout = rt }))
-	a, b := newDevice(t), newDevice(t)
-	envs := putAll(t, nodes[0], did(a), did(b), 0, 1)
+	nodes := requestTimeoutSwarm(t, rt)
+	b, env := putOne(t, nodes[0])
 	asked := stall(t, nodes[2])
-	req, err := mailbox.NewDeleteRequest(b, []wire.MessageID{envs[0].MessageID}, time.Now())
+	req, err := mailbox.NewDeleteRequest(b, []wire.MessageID{env.MessageID}, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -317,21 +337,15 @@ func TestRequestTimeoutBoundsDeleteToStuckReplica(t *testing.T) {
 	if err != nil || n != 2 {
 		t.Fatalf("delete with one stuck replica: %d deleted, %v (after %v), want 2", n, err, took)
 	}
-	if took < rt || took > 4*time.Second {
-		t.Fatalf("delete with one stuck replica took %v, want about RequestTimeout %v", took, rt)
-	}
-	if asked() == 0 {
-		t.Fatal("the stuck replica was never asked")
-	}
+	gaveUpOnStuckReplica(t, "delete", took, rt, "RequestTimeout", asked)
 }
 
 // TestRequestTimeoutBoundsFetchFromStuckReplica: a replica that accepts a fetch stream and never answers is
 // given up after RequestTimeout; the fetch opens on the other replicas and delivers the mailbox.
 func TestRequestTimeoutBoundsFetchFromStuckReplica(t *testing.T) {
 	const rt = 300 * time.Millisecond
-	nodes := gridtest.Swarm(t, 3, noLoops(func(cfg *node.Config) { cfg.Mailbox.Limits.RequestTimeout = rt }))
-	a, b := newDevice(t), newDevice(t)
-	envs := putAll(t, nodes[0], did(a), did(b), 0, 1)
+	nodes := requestTimeoutSwarm(t, rt)
+	b, env := putOne(t, nodes[0])
 	asked := stall(t, nodes[2])
 	req, err := mailbox.NewFetchRequest(b, false, time.Now())
 	if err != nil {
@@ -346,14 +360,9 @@ func TestRequestTimeoutBoundsFetchFromStuckReplica(t *testing.T) {
 		t.Fatalf("fetch with one stuck replica: %v (after %v)", err, took)
 	}
 	defer ss.Close()
-	if took < rt || took > 4*time.Second {
-		t.Fatalf("fetch with one stuck replica opened after %v, want about RequestTimeout %v", took, rt)
-	}
-	if asked() == 0 {
-		t.Fatal("the stuck replica was never asked")
-	}
+	gaveUpOnStuckReplica(t, "fetch", took, rt, "RequestTimeout", asked)
 	it, err := ss.Next(ctx)
-	if err != nil || it.Envelope == nil || it.Envelope.MessageID != envs[0].MessageID {
+	if err != nil || it.Envelope == nil || it.Envelope.MessageID != env.MessageID {
 		t.Fatalf("first item %+v, %v: want the stored envelope", it, err)
 	}
 	if _, err := ss.Next(ctx); !errors.Is(err, io.EOF) {
@@ -366,9 +375,8 @@ func TestRequestTimeoutBoundsFetchFromStuckReplica(t *testing.T) {
 // the round still reconciles with the other replica and reports the stuck one.
 func TestRequestTimeoutBoundsAntiEntropyExchangeWithStuckReplica(t *testing.T) {
 	const rt = 200 * time.Millisecond
-	nodes := gridtest.Swarm(t, 3, noLoops(func(cfg *node.Config) { cfg.Mailbox.Limits.RequestTimeout = rt }))
-	a, b := newDevice(t), newDevice(t)
-	putAll(t, nodes[0], did(a), did(b), 0, 1)
+	nodes := requestTimeoutSwarm(t, rt)
+	putOne(t, nodes[0])
 	asked := stall(t, nodes[2])
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Second)
 	defer cancel()
@@ -381,12 +389,7 @@ func TestRequestTimeoutBoundsAntiEntropyExchangeWithStuckReplica(t *testing.T) {
 	if res.Mailboxes != 1 || res.Exchanges != 1 {
 		t.Fatalf("round with one stuck replica: %+v, want 1 mailbox and 1 exchange", res)
 	}
-	if took < 3*rt || took > 4*time.Second {
-		t.Fatalf("round with one stuck replica took %v, want about 3×RequestTimeout %v", took, 3*rt)
-	}
-	if asked() == 0 {
-		t.Fatal("the stuck replica was never asked")
-	}
+	gaveUpOnStuckReplica(t, "round", took, 3*rt, "3×RequestTimeout", asked)
 }
 
 // TestRequestTimeoutCutsAcksToReplicaThatStopsReading: when the replica of a fetch has answered it and then
@@ -461,7 +464,7 @@ func TestRequestTimeoutCutsAcksToReplicaThatStopsReading(t *testing.T) {
 // reading resets the stream once a write has been blocked for RequestTimeout.
 func TestRequestTimeoutCutsFetchWhoseGatewayStopsReading(t *testing.T) {
 	const rt = 300 * time.Millisecond
-	nodes := gridtest.Swarm(t, 3, noLoops(func(cfg *node.Config) { cfg.Mailbox.Limits.RequestTimeout = rt }))
+	nodes := requestTimeoutSwarm(t, rt)
 	a, b := newDevice(t), newDevice(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -518,9 +521,8 @@ func TestRequestTimeoutCutsFetchWhoseGatewayStopsReading(t *testing.T) {
 // initiator stops after the first round trip ends the exchange after 3×RequestTimeout.
 func TestRequestTimeoutCutsAntiEntropyExchangeWhosePeerStalls(t *testing.T) {
 	const rt = 200 * time.Millisecond
-	nodes := gridtest.Swarm(t, 3, noLoops(func(cfg *node.Config) { cfg.Mailbox.Limits.RequestTimeout = rt }))
-	a, b := newDevice(t), newDevice(t)
-	putAll(t, nodes[0], did(a), did(b), 0, 1)
+	nodes := requestTimeoutSwarm(t, rt)
+	b, _ := putOne(t, nodes[0])
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	// nodes[0] plays the initiating replica (it is one of the mailbox's closest nodes in a swarm of three).
