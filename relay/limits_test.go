@@ -319,6 +319,26 @@ func waitFor(t *testing.T, cond func() bool, what string) {
 	}
 }
 
+// dispatchUnreachable dispatches one envelope from sender to recipient on s, waits for its result (20 s at the
+// most), and fails unless it is failed unreachable; it returns how long the result took.
+func dispatchUnreachable(t *testing.T, s *Service, sender, recipient wire.DeviceID) time.Duration {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	start := time.Now()
+	p, err := s.Dispatch(ctx, sender, &wire.SendRequest{MessageID: msgID(1), Ciphertext: []byte("x"),
+		Recipients: [][]byte{recipient[:]}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := p.Wait(ctx).Results[0]
+	took := time.Since(start)
+	if r.Status != wire.StatusFailed || r.Reason != wire.FailUnreachable {
+		t.Fatalf("result %+v after %v, want failed unreachable", r, took)
+	}
+	return took
+}
+
 // TestDialTimeoutBoundsOpeningDeliverStream: a gateway whose address accepts TCP connections but never completes
 // the libp2p handshake is given up after DialTimeout, and the envelope fails as unreachable.
 func TestDialTimeoutBoundsOpeningDeliverStream(t *testing.T) {
@@ -363,19 +383,7 @@ func TestDialTimeoutBoundsOpeningDeliverStream(t *testing.T) {
 	}
 	defer s.Close()
 
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	start := time.Now()
-	p, err := s.Dispatch(ctx, sender, &wire.SendRequest{MessageID: msgID(1), Ciphertext: []byte("x"),
-		Recipients: [][]byte{recipient[:]}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := p.Wait(ctx).Results[0]
-	took := time.Since(start)
-	if r.Status != wire.StatusFailed || r.Reason != wire.FailUnreachable {
-		t.Fatalf("result %+v after %v, want failed unreachable", r, took)
-	}
+	took := dispatchUnreachable(t, s, sender, recipient)
 	if took < lim.DialTimeout || took > 3*time.Second {
 		t.Fatalf("dial to a silent address gave up after %v, want about DialTimeout %v", took, lim.DialTimeout)
 	}
@@ -402,19 +410,7 @@ func TestDeliverStreamSilentForAckTimeoutPlusLinkIdleIsCut(t *testing.T) {
 			_, _ = io.Copy(io.Discard, st)
 			_ = st.Reset()
 		})
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		defer cancel()
-		start := time.Now()
-		p, err := s1.Dispatch(ctx, sender, &wire.SendRequest{MessageID: msgID(1), Ciphertext: []byte("x"),
-			Recipients: [][]byte{recipient[:]}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		r := p.Wait(ctx).Results[0]
-		took := time.Since(start)
-		if r.Status != wire.StatusFailed || r.Reason != wire.FailUnreachable {
-			t.Fatalf("result %+v after %v, want failed unreachable", r, took)
-		}
+		took := dispatchUnreachable(t, s1, sender, recipient)
 		if took < silence || took > 5*time.Second {
 			t.Fatalf("a peer that never answers was cut after %v, want about AckTimeout+LinkIdle %v", took, silence)
 		}

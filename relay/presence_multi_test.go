@@ -27,6 +27,17 @@ func gateways(locs []Location) ([]peer.ID, []bool) {
 	return ids, sup
 }
 
+// newPresence returns a Presence made with cfg that is closed when the test ends.
+func newPresence(t *testing.T, cfg PresenceConfig) *Presence {
+	t.Helper()
+	p, err := NewPresence(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close() })
+	return p
+}
+
 func wantLocations(t *testing.T, p *Presence, d wire.DeviceID, want []peer.ID, superseded []bool) {
 	t.Helper()
 	locs, err := p.Locations(context.Background(), d)
@@ -50,11 +61,7 @@ func wantLocations(t *testing.T, p *Presence, d wire.DeviceID, want []peer.ID, s
 // replays of older records, in any order, bring neither gateway back.
 func TestPresenceOfflineRecordWithdrawsOnlyItsGateway(t *testing.T) {
 	now := time.Now()
-	p, err := NewPresence(PresenceConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
+	p := newPresence(t, PresenceConfig{})
 	dk, _ := e2ee.NewDeviceKeys(now)
 	d := wire.DeviceID(dk.ID())
 	g1, g2 := newHost(t).ID(), newHost(t).ID()
@@ -88,11 +95,7 @@ func TestPresenceOfflineRecordWithdrawsOnlyItsGateway(t *testing.T) {
 // by Publish, by the gossip and DHT validators, and never shows in a lookup.
 func TestPresenceRefusesRecordsNamingAGatewayTheDeviceDidNotSign(t *testing.T) {
 	now := time.Now()
-	p, err := NewPresence(PresenceConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
+	p := newPresence(t, PresenceConfig{})
 	dk, _ := e2ee.NewDeviceKeys(now)
 	mallory, _ := e2ee.NewDeviceKeys(now)
 	d := wire.DeviceID(dk.ID())
@@ -167,11 +170,7 @@ func rewriteBody(t *testing.T, rec []byte, f func(map[int]any)) []byte {
 func TestPresenceGatewaysExpireAndStayBounded(t *testing.T) {
 	now := time.Unix(1_800_000_000, 0)
 	clock := now
-	p, err := NewPresence(PresenceConfig{MaxGateways: 2, Now: func() time.Time { return clock }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
+	p := newPresence(t, PresenceConfig{MaxGateways: 2, Now: func() time.Time { return clock }})
 	dk, _ := e2ee.NewDeviceKeys(now)
 	d := wire.DeviceID(dk.ID())
 	g1, g2, g3 := newHost(t).ID(), newHost(t).ID(), newHost(t).ID()

@@ -60,11 +60,7 @@ func TestPresenceValidatorChecksKeySignatureAndExpiry(t *testing.T) {
 
 func TestPresenceLocateFollowsHighestSequence(t *testing.T) {
 	now := time.Now()
-	p, err := NewPresence(PresenceConfig{CacheSize: 2})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
+	p := newPresence(t, PresenceConfig{CacheSize: 2})
 	dk, _ := e2ee.NewDeviceKeys(now)
 	gw := newHost(t).ID()
 	d := wire.DeviceID(dk.ID())
