@@ -25,6 +25,29 @@ func freezeClock(d *device, at time.Time) {
 	d.eng.cfg.now = func() time.Time { return at }
 }
 
+// freezeClocks stops every device's clock at one instant, the current millisecond, and returns it.
+func freezeClocks(devs ...*device) time.Time {
+	at := time.Now().Truncate(time.Millisecond)
+	for _, d := range devs {
+		freezeClock(d, at)
+	}
+	return at
+}
+
+// sendHistory has from send its account's history to to, a device linked to the account since, and delivers
+// it.
+func sendHistory(t *testing.T, from, to *device) {
+	t.Helper()
+	if err := from.eng.ensureConv(SelfConversationID(from.eng.self), &convRecord{Kind: Self}); err != nil {
+		t.Fatal(err)
+	}
+	host := &Client{cd: from.eng.cd, st: from.st, eng: from.eng}
+	if _, err := host.SendHistory(context.Background(), to.keys.ID()); err != nil {
+		t.Fatal(err)
+	}
+	deliver(t, from, to)
+}
+
 // newTestGroup creates a group of the devices' accounts with admin's account as its admin and announces it.
 func newTestGroup(t *testing.T, admin *device, devs ...*device) e2ee.ConversationID {
 	t.Helper()
@@ -127,10 +150,7 @@ func TestConcurrentMessagesInOneMillisecondListAlikeOnEveryDeviceAndInHistory(t 
 	alice, achain := newAccount(t, net, "alice", e2ee.RenewalPolicy{})
 	bob, _ := newAccount(t, net, "bob", e2ee.RenewalPolicy{})
 	carol, _ := newAccount(t, net, "carol", e2ee.RenewalPolicy{})
-	at := time.Now().Truncate(time.Millisecond)
-	for _, d := range []*device{alice, bob, carol} {
-		freezeClock(d, at)
-	}
+	at := freezeClocks(alice, bob, carol)
 	conv := newTestGroup(t, carol, alice, bob, carol)
 
 	sendText(t, alice, conv, "from alice")
@@ -161,14 +181,7 @@ func TestConcurrentMessagesInOneMillisecondListAlikeOnEveryDeviceAndInHistory(t 
 
 	alice2 := linkDevice(t, net, achain, alice)
 	freezeClock(alice2, at)
-	if err := alice.eng.ensureConv(SelfConversationID(alice.eng.self), &convRecord{Kind: Self}); err != nil {
-		t.Fatal(err)
-	}
-	host := &Client{cd: alice.eng.cd, st: alice.st, eng: alice.eng}
-	if _, err := host.SendHistory(context.Background(), alice2.keys.ID()); err != nil {
-		t.Fatal(err)
-	}
-	deliver(t, alice, alice2)
+	sendHistory(t, alice, alice2)
 	devs["alice2"] = alice2
 	wantTexts(t, conv, want, devs)
 	for i, m := range listing(t, alice2, conv) {
@@ -188,10 +201,7 @@ func TestPayloadWithoutCounterListsByItsTime(t *testing.T) {
 	alice, _ := newAccount(t, net, "alice", e2ee.RenewalPolicy{})
 	bob, _ := newAccount(t, net, "bob", e2ee.RenewalPolicy{})
 	old, _ := newAccount(t, net, "old", e2ee.RenewalPolicy{})
-	at := time.Now().Truncate(time.Millisecond)
-	for _, d := range []*device{alice, bob, old} {
-		freezeClock(d, at)
-	}
+	at := freezeClocks(alice, bob, old)
 	conv := newTestGroup(t, alice, alice, bob, old)
 
 	sendText(t, alice, conv, "at 0 s")
@@ -229,10 +239,7 @@ func TestCounterFarAheadIsFollowedOnlyUpToTheLead(t *testing.T) {
 	alice, _ := newAccount(t, net, "alice", e2ee.RenewalPolicy{})
 	bob, _ := newAccount(t, net, "bob", e2ee.RenewalPolicy{})
 	mallory, _ := newAccount(t, net, "mallory", e2ee.RenewalPolicy{})
-	at := time.Now().Truncate(time.Millisecond)
-	for _, d := range []*device{alice, bob, mallory} {
-		freezeClock(d, at)
-	}
+	at := freezeClocks(alice, bob, mallory)
 	conv := newTestGroup(t, alice, alice, bob, mallory)
 	sendText(t, alice, conv, "hello")
 	deliver(t, alice, bob, mallory)
@@ -365,10 +372,7 @@ func TestHistoryImportRaisesClockOfKnownConversation(t *testing.T) {
 	alice, achain := newAccount(t, net, "alice", e2ee.RenewalPolicy{})
 	bob, _ := newAccount(t, net, "bob", e2ee.RenewalPolicy{})
 	carol, _ := newAccount(t, net, "carol", e2ee.RenewalPolicy{})
-	at := time.Now().Truncate(time.Millisecond)
-	for _, d := range []*device{bob, carol} {
-		freezeClock(d, at)
-	}
+	at := freezeClocks(bob, carol)
 	freezeClock(alice, at.Add(30*time.Minute)) // fast, within MaxClockLead
 	conv := newTestGroup(t, bob, alice, bob, carol)
 	sendText(t, bob, conv, "from bob")
@@ -386,14 +390,7 @@ func TestHistoryImportRaisesClockOfKnownConversation(t *testing.T) {
 	if !ok || r.Clock >= uint64(at.Add(30*time.Minute).UnixMilli()) {
 		t.Fatalf("before the history, alice2's conversation is %+v, %v: want it known, behind Alice's counter", r, ok)
 	}
-	if err := alice.eng.ensureConv(SelfConversationID(alice.eng.self), &convRecord{Kind: Self}); err != nil {
-		t.Fatal(err)
-	}
-	host := &Client{cd: alice.eng.cd, st: alice.st, eng: alice.eng}
-	if _, err := host.SendHistory(context.Background(), alice2.keys.ID()); err != nil {
-		t.Fatal(err)
-	}
-	deliver(t, alice, alice2)
+	sendHistory(t, alice, alice2)
 	sendText(t, alice2, conv, "from alice's new device")
 	deliver(t, alice, alice2, bob, carol)
 	want := []string{"from bob", "from carol", "from alice, half an hour ahead", "from alice's new device"}
