@@ -88,6 +88,17 @@ func newHost(t testing.TB) host.Host {
 	return h
 }
 
+// newService starts a Service with cfg that is closed when the test ends.
+func newService(t *testing.T, cfg Config) *Service {
+	t.Helper()
+	s, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
 func device(t *testing.T) wire.DeviceID {
 	var d wire.DeviceID
 	if _, err := rand.Read(d[:]); err != nil {
@@ -110,16 +121,8 @@ func TestDeliverAcrossHostsKeepsOrder(t *testing.T) {
 	local2 := &recordingLocal{devices: map[wire.DeviceID]bool{recipient: true}}
 	lim := DefaultLimits()
 	lim.Window = 8
-	s1, err := New(Config{Host: h1, Local: local1, Locator: loc, Limits: lim, Logger: slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s1.Close()
-	s2, err := New(Config{Host: h2, Local: local2, Locator: loc, Limits: lim, Logger: slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s2.Close()
+	s1 := newService(t, Config{Host: h1, Local: local1, Locator: loc, Limits: lim, Logger: slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))})
+	newService(t, Config{Host: h2, Local: local2, Locator: loc, Limits: lim, Logger: slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))})
 
 	ctx := context.Background()
 	const n = 500

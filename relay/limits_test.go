@@ -37,16 +37,8 @@ func TestSendOverMaxCiphertextOrMaxRecipientsRefusedTooLarge(t *testing.T) {
 		online[recipients[i]] = true
 	}
 	local2 := &recordingLocal{devices: online}
-	s1, err := New(Config{Host: h1, Local: &recordingLocal{}, Locator: loc, Limits: lim})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s1.Close()
-	s2, err := New(Config{Host: h2, Local: local2, Locator: loc, Limits: lim})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s2.Close()
+	s1 := newService(t, Config{Host: h1, Local: &recordingLocal{}, Locator: loc, Limits: lim})
+	newService(t, Config{Host: h2, Local: local2, Locator: loc, Limits: lim})
 
 	send := func(id, size, n int) (*Pending, error) {
 		req := &wire.SendRequest{MessageID: msgID(id), Ciphertext: make([]byte, size)}
@@ -90,16 +82,8 @@ func TestInboundDeliverOverMaxCiphertextCutsStream(t *testing.T) {
 	sender, recipient := device(t), device(t)
 	loc := mapLocator{recipient: {Gateway: h2.ID(), Addrs: h2.Addrs()}}
 	local2 := &recordingLocal{devices: map[wire.DeviceID]bool{recipient: true}}
-	s1, err := New(Config{Host: h1, Local: &recordingLocal{}, Locator: loc}) // default 64 KiB
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s1.Close()
-	s2, err := New(Config{Host: h2, Local: local2, Locator: loc, Limits: Limits{MaxCiphertext: 100}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s2.Close()
+	s1 := newService(t, Config{Host: h1, Local: &recordingLocal{}, Locator: loc}) // default 64 KiB
+	newService(t, Config{Host: h2, Local: local2, Locator: loc, Limits: Limits{MaxCiphertext: 100}})
 
 	p, err := s1.Dispatch(context.Background(), sender, &wire.SendRequest{MessageID: msgID(1),
 		Ciphertext: make([]byte, 101), Recipients: [][]byte{recipient[:]}})
@@ -122,16 +106,8 @@ func TestLinkIdleClosesQuietLinkAndNextSendReopens(t *testing.T) {
 	loc := mapLocator{recipient: {Gateway: h2.ID(), Addrs: h2.Addrs()}}
 	local2 := &recordingLocal{devices: map[wire.DeviceID]bool{recipient: true}}
 	lim := Limits{LinkIdle: 300 * time.Millisecond}
-	s1, err := New(Config{Host: h1, Local: &recordingLocal{}, Locator: loc, Limits: lim})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s1.Close()
-	s2, err := New(Config{Host: h2, Local: local2, Locator: loc, Limits: lim})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s2.Close()
+	s1 := newService(t, Config{Host: h1, Local: &recordingLocal{}, Locator: loc, Limits: lim})
+	newService(t, Config{Host: h2, Local: local2, Locator: loc, Limits: lim})
 
 	send := func(i int) {
 		t.Helper()
@@ -250,11 +226,7 @@ func TestWriteTimeoutCutsLinkToPeerThatStopsReading(t *testing.T) {
 	sender, recipient := device(t), device(t)
 	loc := mapLocator{recipient: {Gateway: h2.ID(), Addrs: h2.Addrs()}}
 	lim := Limits{WriteTimeout: 300 * time.Millisecond, AckTimeout: time.Minute, LinkIdle: time.Minute}
-	s1, err := New(Config{Host: h1, Local: &recordingLocal{}, Locator: loc, Limits: lim})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s1.Close()
+	s1 := newService(t, Config{Host: h1, Local: &recordingLocal{}, Locator: loc, Limits: lim})
 	// h2 speaks the deliver protocol but never reads: the stream's flow-control window fills.
 	var mu sync.Mutex
 	var stuck []network.Stream
@@ -400,11 +372,7 @@ func TestDeliverStreamSilentForAckTimeoutPlusLinkIdleIsCut(t *testing.T) {
 		h1, h2 := newHost(t), newHost(t)
 		sender, recipient := device(t), device(t)
 		loc := mapLocator{recipient: {Gateway: h2.ID(), Addrs: h2.Addrs()}}
-		s1, err := New(Config{Host: h1, Local: &recordingLocal{}, Locator: loc, Limits: lim})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer s1.Close()
+		s1 := newService(t, Config{Host: h1, Local: &recordingLocal{}, Locator: loc, Limits: lim})
 		// h2 reads every request and never answers, until the sender resets the stream.
 		h2.SetStreamHandler(s1.Protocol(), func(st network.Stream) {
 			_, _ = io.Copy(io.Discard, st)
@@ -418,11 +386,7 @@ func TestDeliverStreamSilentForAckTimeoutPlusLinkIdleIsCut(t *testing.T) {
 
 	t.Run("inbound", func(t *testing.T) {
 		h1, h2 := newHost(t), newHost(t)
-		s2, err := New(Config{Host: h2, Local: &recordingLocal{}, Locator: mapLocator{}, Limits: lim})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer s2.Close()
+		s2 := newService(t, Config{Host: h2, Local: &recordingLocal{}, Locator: mapLocator{}, Limits: lim})
 		h1.Peerstore().AddAddrs(h2.ID(), h2.Addrs(), time.Minute)
 		st, err := h1.NewStream(context.Background(), h2.ID(), s2.Protocol())
 		if err != nil {
@@ -470,11 +434,7 @@ func TestWriteTimeoutCutsInboundStreamWhoseSenderStopsReading(t *testing.T) {
 	const requests = 16 << 10
 	lim := Limits{WriteTimeout: 200 * time.Millisecond, AckTimeout: time.Minute, LinkIdle: time.Minute,
 		Window: 2 * requests}
-	s2, err := New(Config{Host: h2, Local: refusingLocal{}, Locator: mapLocator{}, Limits: lim})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s2.Close()
+	s2 := newService(t, Config{Host: h2, Local: refusingLocal{}, Locator: mapLocator{}, Limits: lim})
 	deliverStreams := func() int { return streamsTo(h2, h1.ID(), s2.Protocol()) }
 
 	// h1 plays a sending node that writes requests and never reads a result: 16 Ki results of 81 bytes are
