@@ -81,16 +81,54 @@ func receiveAndAck(t testing.TB, c *gatewaytest.Client, id []byte) {
 	}
 }
 
+// senderAndDevice starts a swarm of three, registers Alice on node 2 and Bob on node 0, and connects Alice's
+// device to node 2. It returns the swarm, Alice, Bob's device d (not connected) and Alice's connection, from
+// which the test sends to d.
+func senderAndDevice(t *testing.T) ([]*node.Node, *account, *e2ee.DeviceKeys, *gatewaytest.Client) {
+	t.Helper()
+	nodes := gridtest.Swarm(t, 3, gridtest.InMemory())
+	alice, bob := registerAccount(t, nodes[2]), registerAccount(t, nodes[0])
+	sender := connect(t, nodes[2], alice.devs[0], gatewaytest.Options{})
+	return nodes, alice, bob.devs[0], sender
+}
+
+// sendDeliveredOn sends message n with body from sender to d, receives and acknowledges it on c, and fails
+// unless the sender's result is delivered; what names the send in that failure.
+func sendDeliveredOn(t *testing.T, ctx context.Context, sender, c *gatewaytest.Client, d *e2ee.DeviceKeys, n int, body, what string) {
+	t.Helper()
+	pending, err := sender.StartSend(ctx, msgID(n), []byte(body), d.ID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	receiveAndAck(t, c, msgID(n))
+	r, err := gatewaytest.WaitSend(ctx, pending)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := r.Results[0].Status; st != wire.StatusDelivered {
+		t.Fatalf("%s: %+v", what, r.Results[0])
+	}
+}
+
+// waitGauge polls until nd's metric name (summed, see gauge) is at least min, failing with what after 20 s.
+func waitGauge(t *testing.T, nd *node.Node, name string, min float64, what string) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for gauge(t, nd, name) < min {
+		if time.Now().After(deadline) {
+			t.Fatal(what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 // TestDeviceOnTwoGatewaysStaysReachableWhenNewestConnectionCloses: a device connected through node 0 and node 1
 // at once is reached live from node 2; when the connection its newest presence names closes, the gateway's
 // offline record withdraws that gateway only, and the next send reaches the device live on the other one. That
 // gateway is now named only by an older record, so the envelope is also copied to the mailbox; the device
 // follows its mailbox on that connection, and the copy is not pushed to it a second time.
 func TestDeviceOnTwoGatewaysStaysReachableWhenNewestConnectionCloses(t *testing.T) {
-	nodes := gridtest.Swarm(t, 3, gridtest.InMemory())
-	alice, bob := registerAccount(t, nodes[2]), registerAccount(t, nodes[0])
-	d := bob.devs[0]
-	sender := connect(t, nodes[2], alice.devs[0], gatewaytest.Options{})
+	nodes, _, d, sender := senderAndDevice(t)
 	seq := uint64(time.Now().UnixNano())
 	c0, _ := connectSeq(t, nodes[0], d, seq)
 	fetchMailbox(t, c0, d)
@@ -99,47 +137,19 @@ func TestDeviceOnTwoGatewaysStaysReachableWhenNewestConnectionCloses(t *testing.
 	ctx := deliveryCtx(t)
 
 	start := time.Now()
-	pending, err := sender.StartSend(ctx, msgID(1), []byte("first"), d.ID())
-	if err != nil {
-		t.Fatal(err)
-	}
-	receiveAndAck(t, c1, msgID(1))
-	r, err := gatewaytest.WaitSend(ctx, pending)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if st := r.Results[0].Status; st != wire.StatusDelivered {
-		t.Fatalf("first send: %+v", r.Results[0])
-	}
+	sendDeliveredOn(t, ctx, sender, c1, d, 1, "first", "first send")
 	t.Logf("delivered through the newest gateway in %v", time.Since(start))
 
 	c1.Close()
 	waitGateways(t, nodes[2], d, nodes[0])
 	start = time.Now()
-	pending, err = sender.StartSend(ctx, msgID(2), []byte("second"), d.ID())
-	if err != nil {
-		t.Fatal(err)
-	}
-	receiveAndAck(t, c0, msgID(2))
-	r, err = gatewaytest.WaitSend(ctx, pending)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if st := r.Results[0].Status; st != wire.StatusDelivered {
-		t.Fatalf("second send after the newest connection closed: %+v", r.Results[0])
-	}
+	sendDeliveredOn(t, ctx, sender, c0, d, 2, "second", "second send after the newest connection closed")
 	if took := time.Since(start); took > 5*time.Second {
 		t.Fatalf("second send took %v", took)
 	} else {
 		t.Logf("delivered through the remaining gateway in %v", took)
 	}
-	deadline := time.Now().Add(20 * time.Second)
-	for gauge(t, nodes[2], "gridchat_relay_mailbox_copies_total") < 1 {
-		if time.Now().After(deadline) {
-			t.Fatal("no mailbox copy was stored")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitGauge(t, nodes[2], "gridchat_relay_mailbox_copies_total", 1, "no mailbox copy was stored")
 	qctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
 	defer cancel()
 	if e, err := c0.NextEnvelope(qctx); err == nil {
@@ -152,10 +162,7 @@ func TestDeviceOnTwoGatewaysStaysReachableWhenNewestConnectionCloses(t *testing.
 // gossips the device's old online records again (it holds them from auth) does not bring it back, and a node
 // cannot publish a record naming a gateway the device never used.
 func TestDeviceOnTwoGatewaysIsOfflineOnceBothConnectionsEnd(t *testing.T) {
-	nodes := gridtest.Swarm(t, 3, gridtest.InMemory())
-	alice, bob := registerAccount(t, nodes[2]), registerAccount(t, nodes[0])
-	d := bob.devs[0]
-	sender := connect(t, nodes[2], alice.devs[0], gatewaytest.Options{})
+	nodes, alice, d, sender := senderAndDevice(t)
 	seq := uint64(time.Now().UnixNano())
 	c0, on0 := connectSeq(t, nodes[0], d, seq)
 	c1, on1 := connectSeq(t, nodes[1], d, seq+10)
@@ -174,13 +181,7 @@ func TestDeviceOnTwoGatewaysIsOfflineOnceBothConnectionsEnd(t *testing.T) {
 			t.Fatalf("replay on node %d: %v", i, err)
 		}
 	}
-	deadline := time.Now().Add(20 * time.Second)
-	for gauge(t, nodes[2], "gridchat_presence_received_total") < before+2 {
-		if time.Now().After(deadline) {
-			t.Fatal("the replayed records never arrived by gossip")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitGauge(t, nodes[2], "gridchat_presence_received_total", before+2, "the replayed records never arrived by gossip")
 	for i, nd := range nodes {
 		if locs, err := nd.Presence().Locations(ctx, wire.DeviceID(d.ID())); !errors.Is(err, relay.ErrNotOnline) {
 			t.Fatalf("node %d locates the device after its connections ended: %v %v", i, locs, err)
@@ -250,13 +251,7 @@ func TestGatewayWithholdingOfflineRecordCannotLoseEnvelopes(t *testing.T) {
 	if st := r.Results[0].Status; st != wire.StatusDelivered {
 		t.Fatalf("send through node 0: %+v (node 0 acknowledges everything)", r.Results[0])
 	}
-	deadline := time.Now().Add(20 * time.Second)
-	for gauge(t, nodes[2], "gridchat_relay_mailbox_copies_total") < 1 {
-		if time.Now().After(deadline) {
-			t.Fatal("no mailbox copy was stored")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitGauge(t, nodes[2], "gridchat_relay_mailbox_copies_total", 1, "no mailbox copy was stored")
 	back, _ := connectSeq(t, nodes[1], d, seq+20)
 	fetchMailbox(t, back, d)
 	nextEnvelopeIs(t, back, 1, "kept")
@@ -266,10 +261,7 @@ func TestGatewayWithholdingOfflineRecordCannotLoseEnvelopes(t *testing.T) {
 // connection closed, before the sender's node may have learnt the offline record, is still delivered live:
 // the closed gateway answers offline or gone, and the envelope goes on to the device's other gateway.
 func TestSendRacingTheNewestConnectionsCloseIsDelivered(t *testing.T) {
-	nodes := gridtest.Swarm(t, 3, gridtest.InMemory())
-	alice, bob := registerAccount(t, nodes[2]), registerAccount(t, nodes[0])
-	d := bob.devs[0]
-	sender := connect(t, nodes[2], alice.devs[0], gatewaytest.Options{})
+	nodes, _, d, sender := senderAndDevice(t)
 	seq := uint64(time.Now().UnixNano())
 	c0, _ := connectSeq(t, nodes[0], d, seq)
 	c1, _ := connectSeq(t, nodes[1], d, seq+10)
@@ -278,18 +270,7 @@ func TestSendRacingTheNewestConnectionsCloseIsDelivered(t *testing.T) {
 
 	c1.Close()
 	start := time.Now()
-	pending, err := sender.StartSend(ctx, msgID(1), []byte("racing"), d.ID())
-	if err != nil {
-		t.Fatal(err)
-	}
-	receiveAndAck(t, c0, msgID(1))
-	r, err := gatewaytest.WaitSend(ctx, pending)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if st := r.Results[0].Status; st != wire.StatusDelivered {
-		t.Fatalf("send racing the close: %+v", r.Results[0])
-	}
+	sendDeliveredOn(t, ctx, sender, c0, d, 1, "racing", "send racing the close")
 	t.Logf("delivered in %v, %v retries on the sender's node", time.Since(start),
 		gauge(t, nodes[2], "gridchat_relay_gateway_retries_total"))
 }
