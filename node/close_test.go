@@ -111,23 +111,8 @@ func TestClosingBusyNodesNeverTouchesAClosedDatastore(t *testing.T) {
 
 // lateOps returns the node's count of datastore operations refused after close, for one owner.
 func lateOps(t *testing.T, nd *node.Node, owner string) float64 {
-	mfs, err := nd.Metrics().Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != "gridchat_datastore_after_close_total" {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			for _, l := range m.GetLabel() {
-				if l.GetName() == "owner" && l.GetValue() == owner {
-					return m.GetCounter().GetValue()
-				}
-			}
-		}
-	}
-	return 0
+	t.Helper()
+	return labelledCounter(t, nd, "gridchat_datastore_after_close_total", "owner", owner)
 }
 
 // tryRegister registers a fresh account with one device over a WebSocket to nd, as a client does, and reports

@@ -317,6 +317,28 @@ func gauge(t testing.TB, nd *node.Node, name string) float64 {
 	return 0
 }
 
+// labelledCounter reads the counter of a node's registry named name whose label has value (0 if there is none).
+func labelledCounter(t testing.TB, nd *node.Node, name, label, value string) float64 {
+	t.Helper()
+	mfs, err := nd.Metrics().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == label && l.GetValue() == value {
+					return m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return 0
+}
+
 func metricValue(m *dto.Metric) float64 {
 	if m.Gauge != nil {
 		return m.Gauge.GetValue()

@@ -45,21 +45,8 @@ func newGossipPair(t *testing.T, reconnectGrace time.Duration) *gossipPair {
 		}
 		t.Cleanup(func() { _ = nd.Close() })
 		g.nodes[i] = nd
-		top, err := nd.PubSub().Join(gossipTopic)
-		if err != nil {
-			t.Fatal(err)
-		}
-		sub, err := top.Subscribe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		// Cleanups run last-registered first: the subscription and topic
-		// close before their node.
-		t.Cleanup(func() {
-			sub.Cancel()
-			_ = top.Close()
-		})
-		g.topics[i], g.subs[i] = top, sub
+		// The subscription and topic close before their node.
+		g.topics[i], g.subs[i] = subscribe(t, nd, gossipTopic)
 	}
 	return &g
 }
@@ -121,21 +108,7 @@ func (g *gossipPair) gossipFlows(t *testing.T, from int, d time.Duration) error 
 // repairs reads one action's count of gridchat_pubsub_repairs_total.
 func repairs(t *testing.T, nd *node.Node, action string) float64 {
 	t.Helper()
-	mfs, err := nd.Metrics().Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != "gridchat_pubsub_repairs_total" {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			if m.GetLabel()[0].GetValue() == action {
-				return m.GetCounter().GetValue()
-			}
-		}
-	}
-	return 0
+	return labelledCounter(t, nd, "gridchat_pubsub_repairs_total", "action", action)
 }
 
 // TestGossipReachesPeerWhoseFirstStreamFailedToOpen makes node 0's first

@@ -209,16 +209,7 @@ func TestGossipsubMessageFromNodeTwoReachesAllFive(t *testing.T) {
 	subs := make([]*pubsub.Subscription, len(nodes))
 	topics := make([]*pubsub.Topic, len(nodes))
 	for i, n := range nodes {
-		tp, err := n.PubSub().Join(topicName)
-		if err != nil {
-			t.Fatal(err)
-		}
-		sub, err := tp.Subscribe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		topics[i], subs[i] = tp, sub
-		t.Cleanup(func() { sub.Cancel(); _ = tp.Close() })
+		topics[i], subs[i] = subscribe(t, n, topicName)
 	}
 
 	sender := topics[1]
@@ -258,4 +249,20 @@ func pollUntil(ctx context.Context, cond func() bool) error {
 		}
 	}
 	return nil
+}
+
+// subscribe joins nd's gossipsub to topic and subscribes to it. When the test ends the subscription is cancelled
+// and the topic closed, before nd closes if nd was started first (cleanups run last-registered first).
+func subscribe(t *testing.T, nd *node.Node, topic string) (*pubsub.Topic, *pubsub.Subscription) {
+	t.Helper()
+	tp, err := nd.PubSub().Join(topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub, err := tp.Subscribe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sub.Cancel(); _ = tp.Close() })
+	return tp, sub
 }

@@ -7,7 +7,6 @@ import (
 	"github.com/iagon/gridchat/gateway"
 	"github.com/iagon/gridchat/gateway/gatewaytest"
 	"github.com/iagon/gridchat/internal/gridtest"
-	"github.com/iagon/gridchat/linkrelay"
 	"github.com/iagon/gridchat/node"
 )
 
@@ -22,13 +21,7 @@ func TestJoinerWithOpenRendezvousOutlivesHandshakeTimeout(t *testing.T) {
 	host := connect(t, nd, registerAccount(t, nd).devs[0], gatewaytest.Options{})
 	ctx := deliveryCtx(t)
 	rv := []byte("handshake-rendezvous")
-	if err := linkOpen(ctx, host, rv, linkrelay.RoleHost); err != nil {
-		t.Fatal(err)
-	}
-	joiner := dialJoiner(t, nd)
-	if err := linkOpen(ctx, joiner, rv, linkrelay.RoleJoin); err != nil {
-		t.Fatal(err)
-	}
+	joiner := pairRendezvous(t, ctx, nd, host, rv)
 	idle := dialJoiner(t, nd) // opened after the joiner: its deadline is the later one
 	if code := idle.CloseStatus(ctx); code != gateway.CloseHandshakeTimeout {
 		t.Fatalf("connection without a rendezvous closed with %d, want %d", code, gateway.CloseHandshakeTimeout)

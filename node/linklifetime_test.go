@@ -16,13 +16,7 @@ func TestLinkRendezvousEndsAtItsMaxLifetimeHoweverBusy(t *testing.T) {
 	nd, host := linkNode(t, clk, linkrelay.Limits{MaxLifetime: lifetime})
 	ctx := deliveryCtx(t)
 	rv := []byte("BUSY-RENDEZVOUS!")
-	joiner := dialJoiner(t, nd)
-	if err := linkOpen(ctx, host, rv, linkrelay.RoleHost); err != nil {
-		t.Fatal(err)
-	}
-	if err := linkOpen(ctx, joiner, rv, linkrelay.RoleJoin); err != nil {
-		t.Fatal(err)
-	}
+	joiner := pairRendezvous(t, ctx, nd, host, rv)
 	// A frame every minute keeps it from ever being idle for the TTL...
 	for elapsed := time.Duration(0); elapsed < lifetime-time.Minute; elapsed += time.Minute {
 		clk.Advance(time.Minute)

@@ -62,6 +62,20 @@ func linkOpen(ctx context.Context, c *gatewaytest.Client, rv []byte, role string
 	return err
 }
 
+// pairRendezvous opens rendezvous rv on nd as host's, then dials a joiner (dialJoiner) and joins it there; it
+// returns the joiner.
+func pairRendezvous(t *testing.T, ctx context.Context, nd *node.Node, host *gatewaytest.Client, rv []byte) *gatewaytest.Client {
+	t.Helper()
+	if err := linkOpen(ctx, host, rv, linkrelay.RoleHost); err != nil {
+		t.Fatal(err)
+	}
+	joiner := dialJoiner(t, nd)
+	if err := linkOpen(ctx, joiner, rv, linkrelay.RoleJoin); err != nil {
+		t.Fatal(err)
+	}
+	return joiner
+}
+
 func linkSend(ctx context.Context, c *gatewaytest.Client, rv, frame []byte) error {
 	_, err := c.Call(ctx, linkrelay.OpSend, linkrelay.Frame{Rendezvous: rv, Frame: frame})
 	return err
@@ -285,13 +299,7 @@ func TestLinkRendezvousExpiresUnpairedAndIdleAndDropsOnDisconnect(t *testing.T) 
 
 	// Paired, then idle for the TTL: frames no longer pass.
 	rv := []byte("IDLE-RENDEZVOUS!")
-	joiner := dialJoiner(t, nd)
-	if err := linkOpen(ctx, host, rv, linkrelay.RoleHost); err != nil {
-		t.Fatal(err)
-	}
-	if err := linkOpen(ctx, joiner, rv, linkrelay.RoleJoin); err != nil {
-		t.Fatal(err)
-	}
+	joiner := pairRendezvous(t, ctx, nd, host, rv)
 	clk.Advance(link.DefaultLifetime - time.Second)
 	if err := linkSend(ctx, joiner, rv, []byte("still here")); err != nil {
 		t.Fatalf("send within the TTL: %v", err)
@@ -305,13 +313,7 @@ func TestLinkRendezvousExpiresUnpairedAndIdleAndDropsOnDisconnect(t *testing.T) 
 
 	// The host disconnects: its rendezvous goes.
 	rv2 := []byte("HOSTLEAVES")
-	joiner2 := dialJoiner(t, nd)
-	if err := linkOpen(ctx, host, rv2, linkrelay.RoleHost); err != nil {
-		t.Fatal(err)
-	}
-	if err := linkOpen(ctx, joiner2, rv2, linkrelay.RoleJoin); err != nil {
-		t.Fatal(err)
-	}
+	joiner2 := pairRendezvous(t, ctx, nd, host, rv2)
 	host.Close()
 	waitRendezvous(t, nd, 0)
 	if reason := nextClosed(t, joiner2, rv2); reason != "disconnected" {

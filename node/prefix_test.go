@@ -54,16 +54,8 @@ func crossLink(t *testing.T, a, b *node.Node) {
 	const topic = "/prefix-test/cross/1"
 	var topics []*pubsub.Topic
 	for _, nd := range []*node.Node{a, b} {
-		tp, err := nd.PubSub().Join(topic)
-		if err != nil {
-			t.Fatal(err)
-		}
-		sub, err := tp.Subscribe()
-		if err != nil {
-			t.Fatal(err)
-		}
+		tp, _ := subscribe(t, nd, topic)
 		topics = append(topics, tp)
-		t.Cleanup(func() { sub.Cancel(); tp.Close() })
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
