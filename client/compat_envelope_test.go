@@ -155,10 +155,8 @@ func TestEnvelopeIgnoresUnknownElectiveKeysWithinLimits(t *testing.T) {
 // fragment and in the envelope the fragments make, are processed as usual: their messages are shown, in order,
 // without gaps.
 func TestEnvelopeWithElectiveKeysFromNewerClientIsShown(t *testing.T) {
-	net := newMemNet()
-	a, _ := newAccount(t, net, "alice", e2ee.RenewalPolicy{})
-	b, _ := newAccount(t, net, "bob", e2ee.RenewalPolicy{})
-	n := newNewerClient(t, a, b)
+	n := newerAliceToBob(t)
+	b := n.to
 
 	one := n.payload(1, 1)
 	one[5] = "top-level elective keys"
@@ -202,12 +200,8 @@ func with(m map[int]any, kv ...any) map[int]any {
 // and it is acknowledged: receive returns nil and its message ID counts as processed, so a repeat is dropped too
 // (no redelivery loop).
 func TestEnvelopeWithMustUnderstandKeyIsDroppedAndAcknowledged(t *testing.T) {
-	net := newMemNet()
-	a, _ := newAccount(t, net, "alice", e2ee.RenewalPolicy{})
-	b, _ := newAccount(t, net, "bob", e2ee.RenewalPolicy{})
-	var logs lockedBuffer
-	b.eng.cfg.log = slog.New(slog.NewTextHandler(&logs, nil))
-	n := newNewerClient(t, a, b)
+	n := newerAliceToBob(t)
+	b, logs := n.to, captureLog(n.to, slog.LevelInfo)
 
 	one := n.payload(1, 1)
 	one[5] = "must understand the envelope"
@@ -266,12 +260,8 @@ func TestEnvelopeWithMustUnderstandKeyIsDroppedAndAcknowledged(t *testing.T) {
 // nothing for this client: acknowledged and dropped (logged at debug), and the messages around it are shown
 // in order with no gap.
 func TestEnvelopeWithOnlyElectiveContentIsAcknowledged(t *testing.T) {
-	net := newMemNet()
-	a, _ := newAccount(t, net, "alice", e2ee.RenewalPolicy{})
-	b, _ := newAccount(t, net, "bob", e2ee.RenewalPolicy{})
-	var logs lockedBuffer
-	b.eng.cfg.log = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	n := newNewerClient(t, a, b)
+	n := newerAliceToBob(t)
+	b, logs := n.to, captureLog(n.to, slog.LevelDebug)
 
 	signal := newMessageID()
 	n.deliverEnvelope(signal, map[int]any{1: 1, 7: map[int]any{1: "typing"}})

@@ -221,6 +221,23 @@ type newerClient struct {
 	kd     []byte
 }
 
+// newerAliceToBob makes accounts alice and bob on an in-memory grid and a newer client on alice's device that
+// sends to bob's (n.to).
+func newerAliceToBob(t *testing.T) *newerClient {
+	t.Helper()
+	net := newMemNet()
+	a, _ := newAccount(t, net, "alice", e2ee.RenewalPolicy{})
+	b, _ := newAccount(t, net, "bob", e2ee.RenewalPolicy{})
+	return newNewerClient(t, a, b)
+}
+
+// captureLog sends what d's engine logs at level or above to the returned buffer.
+func captureLog(d *device, level slog.Level) *lockedBuffer {
+	logs := new(lockedBuffer)
+	d.eng.cfg.log = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: level}))
+	return logs
+}
+
 func newNewerClient(t *testing.T, from, to *device) *newerClient {
 	t.Helper()
 	conv := DirectConversationID(from.eng.self, to.eng.self)
@@ -297,10 +314,8 @@ func received(t *testing.T, d *device) (msgs []Message, gaps []*GapEvent) {
 // A text and an attachment from a newer client that carry elective keys this client does not know, at the top
 // level and inside the attachment, are shown as usual.
 func TestPayloadWithElectiveKeysFromNewerClientIsShown(t *testing.T) {
-	net := newMemNet()
-	a, _ := newAccount(t, net, "alice", e2ee.RenewalPolicy{})
-	b, _ := newAccount(t, net, "bob", e2ee.RenewalPolicy{})
-	n := newNewerClient(t, a, b)
+	n := newerAliceToBob(t)
+	b := n.to
 
 	text := n.payload(1, 1)
 	text[5] = "hello from a newer client"
@@ -350,12 +365,8 @@ func (l *lockedBuffer) String() string {
 // A payload with a must-understand (negative) key this client does not know is refused, at the top level or
 // inside a body, with an error that names the key, and nothing reaches the application.
 func TestPayloadWithUnknownMustUnderstandKeyIsRefused(t *testing.T) {
-	net := newMemNet()
-	a, _ := newAccount(t, net, "alice", e2ee.RenewalPolicy{})
-	b, _ := newAccount(t, net, "bob", e2ee.RenewalPolicy{})
-	var logs lockedBuffer
-	b.eng.cfg.log = slog.New(slog.NewTextHandler(&logs, nil))
-	n := newNewerClient(t, a, b)
+	n := newerAliceToBob(t)
+	b, logs := n.to, captureLog(n.to, slog.LevelInfo)
 
 	text := n.payload(1, 1)
 	text[5] = "you must understand this"
@@ -387,10 +398,8 @@ func TestPayloadWithUnknownMustUnderstandKeyIsRefused(t *testing.T) {
 // and asks for no resend, and the unknown one reaches the application (and the history) as unsupported. The
 // history keeps its payload, which a later version that knows the type shows.
 func TestUnknownNumberedTypeCountsAsReceivedAndIsSurfaced(t *testing.T) {
-	net := newMemNet()
-	a, _ := newAccount(t, net, "alice", e2ee.RenewalPolicy{})
-	b, _ := newAccount(t, net, "bob", e2ee.RenewalPolicy{})
-	n := newNewerClient(t, a, b)
+	n := newerAliceToBob(t)
+	b := n.to
 
 	one := n.payload(1, 1)
 	one[5] = "one"
@@ -464,10 +473,8 @@ func storedMessage(t *testing.T, d *device, conv e2ee.ConversationID, seq uint64
 // An unnumbered payload of a type this client does not know is a later version's signal: ignored (not shown,
 // not kept, no conversation made for it), and the numbering is left alone.
 func TestUnknownUnnumberedTypeIsIgnoredWithoutDisturbingNumbering(t *testing.T) {
-	net := newMemNet()
-	a, _ := newAccount(t, net, "alice", e2ee.RenewalPolicy{})
-	b, _ := newAccount(t, net, "bob", e2ee.RenewalPolicy{})
-	n := newNewerClient(t, a, b)
+	n := newerAliceToBob(t)
+	b := n.to
 
 	// The first payload of the conversation is the unknown one (a typing indicator of a later version, say):
 	// it neither creates the conversation nor reaches the application.
