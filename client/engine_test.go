@@ -468,25 +468,7 @@ func TestRemovedGroupMemberCannotReadLaterMessages(t *testing.T) {
 		accts = append(accts, c.AccountID())
 	}
 	admin := devs[0]
-	conv, err := e2ee.NewConversationID()
-	if err != nil {
-		t.Fatal(err)
-	}
-	members := slices.Clone(accts)
-	slices.SortFunc(members, cmpAccount)
-	g := &GroupState{Conversation: conv, Version: 1, Name: "trio", Members: members, Admins: []e2ee.AccountID{accts[0]},
-		Signer: accts[0], Time: time.Now().UTC()}
-	rec, err := admin.eng.cd.signGroupState(admin.keys, g)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := admin.eng.ensureConv(conv, &convRecord{Kind: Group, Group: rec}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := admin.eng.send(context.Background(), conv, &payload{Type: PayloadGroupState, Group: rec}, sendOpts{}); err != nil {
-		t.Fatal(err)
-	}
-	deliver(t, devs...)
+	conv, g, rec := startTestGroup(t, admin, devs...)
 	sendText(t, devs[2], conv, "bob says hi")
 	deliver(t, devs...)
 	for i, d := range devs {
@@ -498,7 +480,7 @@ func TestRemovedGroupMemberCannotReadLaterMessages(t *testing.T) {
 
 	// Alice removes Carol.
 	next := *g
-	next.Members = slices.DeleteFunc(slices.Clone(members), func(a e2ee.AccountID) bool { return a == accts[2] })
+	next.Members = slices.DeleteFunc(slices.Clone(g.Members), func(a e2ee.AccountID) bool { return a == accts[2] })
 	next.Version, next.Prev, next.Time = 2, mustGroupHash(t, admin.eng.cd, rec), time.Now().UTC()
 	rec2, err := admin.eng.cd.signGroupState(admin.keys, &next)
 	if err != nil {

@@ -51,6 +51,13 @@ func sendHistory(t *testing.T, from, to *device) {
 // newTestGroup creates a group of the devices' accounts with admin's account as its admin and announces it.
 func newTestGroup(t *testing.T, admin *device, devs ...*device) e2ee.ConversationID {
 	t.Helper()
+	conv, _, _ := startTestGroup(t, admin, devs...)
+	return conv
+}
+
+// startTestGroup is newTestGroup that also returns the group's first state and its signed record.
+func startTestGroup(t *testing.T, admin *device, devs ...*device) (e2ee.ConversationID, *GroupState, []byte) {
+	t.Helper()
 	conv, err := e2ee.NewConversationID()
 	if err != nil {
 		t.Fatal(err)
@@ -74,7 +81,7 @@ func newTestGroup(t *testing.T, admin *device, devs ...*device) e2ee.Conversatio
 		t.Fatal(err)
 	}
 	deliver(t, devs...)
-	return conv
+	return conv, g, rec
 }
 
 // listing returns the messages d lists in conv.
